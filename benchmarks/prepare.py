@@ -1,0 +1,56 @@
+"""Prepare one real-size landmark file and compare with pyarrow's bare read of the same columns.
+
+    .venv/bin/python benchmarks/prepare.py [--sequences 1000] [--repeats 3]
+
+Prints the medians of both and their ratio (target: prepare within 2x of the bare read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from aslfr.data.prepare import plan_jobs, prepare_file
+from aslfr.data.synthetic import synthesize
+from aslfr.landmarks import SELECTED_COLUMNS
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sequences", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        synthesize(data, sequences=a.sequences, participants=10, files=1, seed=0, progress=False)
+        (job,) = plan_jobs(data, supplemental=False)
+        meta = pq.read_metadata(job.path)
+        print(f"file: {meta.num_rows} rows x {meta.num_columns} columns, "
+              f"{job.path.stat().st_size / 1e6:.0f} MB, {a.sequences} sequences")
+        read, prep = [], []
+        for r in range(a.repeats):
+            t = time.perf_counter()
+            pq.read_table(job.path, columns=["sequence_id", "frame", *SELECTED_COLUMNS])
+            read.append(time.perf_counter() - t)
+            out = Path(tmp) / f"out{r}"
+            (out / "shards").mkdir(parents=True)
+            t = time.perf_counter()
+            prepare_file(job, out)
+            prep.append(time.perf_counter() - t)
+            shutil.rmtree(out)
+        r, p = statistics.median(read), statistics.median(prep)
+        print(f"bare pyarrow read of the 200 columns: {r:.3f} s (median of {a.repeats})")
+        print(f"prepare one file (read, split, shard, statistics): {p:.3f} s (median of {a.repeats})")
+        print(f"ratio prepare / bare read: {p / r:.2f}x")
+        print(f"projection for the 68 training files: {68 * p / 60:.1f} min on one worker, "
+              f"{68 * p / 60 / 2:.1f} min with --workers 2")
+
+
+if __name__ == "__main__":
+    main()

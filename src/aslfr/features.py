@@ -1,0 +1,96 @@
+"""Per-sample features (SEED-SPEC section 4): the one implementation used by statistics,
+training, scoring and the exported model.
+
+Written with tensor operations only: shifted frames come from clamped gathers plus a mask, NaN
+handling from `where`, so the same code traces into ONNX with a dynamic time axis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from aslfr.landmarks import CENTRE_POINT, N_SELECTED, NODE_ORDER
+
+N_FEATURES = N_SELECTED * 6  # 600: per node [x, y, dx, dy, dx2, dy2]
+_CENTRE_NODE = int(np.flatnonzero(NODE_ORDER == CENTRE_POINT)[0])
+_NODE_ORDER = torch.as_tensor(NODE_ORDER)
+
+
+def rows_to_coords(rows: torch.Tensor) -> torch.Tensor:
+    """[T, 200] selected columns (100 x, then 100 y) -> [T, 100, 2]."""
+    return rows.reshape(rows.shape[0], 2, N_SELECTED).transpose(1, 2)
+
+
+def _nanmean(x: torch.Tensor, segments: torch.Tensor | None, n_segments: int) -> torch.Tensor:
+    """NaN-aware mean over axes 0 and 1, per segment when segments are given:
+    x is [N, K, 2]; returns [2] (one sequence) or [n_segments, 2]; NaN where nothing is valid."""
+    valid = ~torch.isnan(x)
+    total = torch.where(valid, x, torch.zeros_like(x)).sum(1)
+    count = valid.sum(1).to(x.dtype)
+    if segments is None:
+        return total.sum(0) / count.sum(0)
+    z = torch.zeros(n_segments, x.shape[-1], dtype=x.dtype, device=x.device)
+    return z.index_add(0, segments, total) / z.index_add(0, segments, count)
+
+
+def _shift(x: torch.Tensor, k: int, segments: torch.Tensor | None) -> torch.Tensor:
+    """x[t + k] - x[t], and 0 for the last k frames of each sequence (all of them if T <= k)."""
+    t = torch.arange(x.shape[0], device=x.device)
+    ahead = torch.clamp(t + k, max=x.shape[0] - 1)
+    diff = x.index_select(0, ahead) - x
+    keep = t + k < x.shape[0]
+    if segments is not None:
+        keep = keep & (segments.index_select(0, ahead) == segments)
+    return torch.where(keep[:, None, None], diff, torch.zeros_like(diff))
+
+
+def landmark_features(coords: torch.Tensor, segments: torch.Tensor | None = None,
+                      n_segments: int = 1) -> torch.Tensor:
+    """[T, 100, 2] raw coordinates in selected-column order (NaN kept) -> [T, 600] features in
+    node order, before resizing and global normalisation; NaN stays NaN.
+
+    `segments` ([T] sequence index, sorted) computes many sequences laid end to end in one call,
+    each exactly as if alone; the statistics pass uses it, a single sample needs none.
+    """
+    x = coords.index_select(1, _NODE_ORDER.to(coords.device))
+    centre = _nanmean(x[:, _CENTRE_NODE:_CENTRE_NODE + 1], segments, n_segments)
+    centre = torch.where(torch.isnan(centre), torch.full_like(centre, 0.5), centre)
+    if segments is not None:
+        centre = centre.index_select(0, segments)[:, None]
+    scale = torch.sqrt(_nanmean((x - centre) ** 2, segments, n_segments))
+    if segments is not None:
+        scale = scale.index_select(0, segments)[:, None]
+    x = (x - centre) / scale
+    feats = torch.cat([x, _shift(x, 1, segments), _shift(x, 2, segments)], dim=-1)
+    return feats.reshape(x.shape[0], N_FEATURES)
+
+
+def resize_time(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Bilinear resize along axis 0 to `length` frames (half-pixel centres, no antialias, as
+    tf.image.resize). A neighbour is used only where its weight is above 0, so a NaN frame
+    does not leak into an output frame that does not need it."""
+    t_in = x.shape[0]
+    pos = (torch.arange(length, device=x.device, dtype=torch.float32) + 0.5) * (t_in / length) - 0.5
+    pos = torch.clamp(pos, min=0.0)
+    lo = torch.floor(pos)
+    w = (pos - lo)[:, None]
+    lo = lo.long().clamp(max=t_in - 1)
+    hi = (lo + 1).clamp(max=t_in - 1)
+    a, b = x.index_select(0, lo), x.index_select(0, hi)
+    return torch.where(w > 0, a * (1 - w) + b * w, a)
+
+
+def normalise(feats: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Global normalisation (SEED-SPEC 2.2), then anything not finite becomes 0."""
+    out = (feats - mean) / std
+    return torch.where(torch.isfinite(out), out, torch.zeros_like(out))
+
+
+def sample_features(coords: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                    max_len: int) -> torch.Tensor:
+    """The whole of SEED-SPEC section 4 for one sample: [T, 100, 2] -> [min(T, max_len), 600]."""
+    feats = landmark_features(coords)
+    if feats.shape[0] > max_len:
+        feats = resize_time(feats, max_len)
+    return normalise(feats, mean, std)
