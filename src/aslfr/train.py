@@ -1,0 +1,386 @@
+"""Training: the seed's recipe (SEED-SPEC 8) on one CPU, one GPU, or many under torchrun.
+
+Run as `aslfr train ...`; under `torchrun --nproc_per_node N` the same command trains with
+DistributedDataParallel, each process taking its share of every global batch. Every random
+choice of the data side is seeded per (seed, epoch, sample), so the batches and their
+augmentations do not depend on workers or processes, and a resumed run on CPU is bitwise the
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from aslfr.augment import augment
+from aslfr.config import Config
+from aslfr.data.shards import ShardDataset, atomic_write, write_json
+from aslfr.features import sample_features
+from aslfr.metric import competition_score
+from aslfr.model import FingerspellingModel
+from aslfr.optim import Lookahead, RAdam, learning_rate
+from aslfr.vocab import BLANK, MAX_PHRASE, ctc_greedy, encode
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------
+# Which samples train and which validate
+# --------------------------------------------------------------------------------------------
+
+def passes_length_filter(ds: ShardDataset) -> np.ndarray:
+    """SEED-SPEC 7.1: 2 * len(phrase) < max(right-hand frames, left-hand frames)."""
+    hands = np.maximum(ds.meta["n_right_hand_frames"], ds.meta["n_left_hand_frames"])
+    return 2 * np.array([len(p) for p in ds.phrases]) < hands
+
+
+def validation_mask(ds: ShardDataset, cfg: Config) -> np.ndarray:
+    """The seed's split: the first int(val_fraction * files) file_ids in sorted order (at least
+    one); or, stricter, a seeded choice of participants."""
+    key = "file_id" if cfg.split == "file" else "participant_id"
+    if cfg.split not in ("file", "participant"):
+        raise ValueError(f"split {cfg.split!r}: expected 'file' or 'participant'")
+    groups = np.unique(ds.meta[key])
+    n_val = max(1, int(cfg.val_fraction * len(groups)))
+    if len(groups) < 2:
+        raise ValueError(f"cannot hold out validation data: only {len(groups)} {key} in the data")
+    chosen = groups[:n_val] if cfg.split == "file" else np.random.default_rng(cfg.seed).permutation(groups)[:n_val]
+    return np.isin(ds.meta[key], chosen) & (ds.meta["source"] == "train")
+
+
+def read_scores(path: Path, ds: ShardDataset) -> np.ndarray:
+    """Per-sample scores joined by sequence_id; every training candidate must have one."""
+    table = pq.read_table(path, columns=["sequence_id", "score"])
+    scores = dict(zip(table.column("sequence_id").to_pylist(), table.column("score").to_pylist()))
+    ids = ds.meta["sequence_id"].tolist()
+    missing = [s for s in ids if s not in scores]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} of {len(ids)} samples have no score "
+                         f"(first missing sequence_id {missing[0]}); score the same prepared data")
+    return np.array([scores[s] for s in ids], dtype=np.float64)
+
+
+def select_samples(ds: ShardDataset, cfg: Config, scores_path: Path | None) -> dict[str, np.ndarray]:
+    val = validation_mask(ds, cfg)
+    if cfg.train_filter == "length":
+        keep = passes_length_filter(ds)
+    elif cfg.train_filter == "score":
+        if scores_path is None:
+            raise ValueError("train_filter=score needs --scores (from 'aslfr score')")
+        keep = read_scores(scores_path, ds) > cfg.min_score
+    else:
+        raise ValueError(f"train_filter {cfg.train_filter!r}: expected 'length' or 'score'")
+    return {"train": np.flatnonzero(~val & keep), "val": np.flatnonzero(val),
+            "val_filtered": np.flatnonzero(val & passes_length_filter(ds)),
+            "dropped_by_filter": np.flatnonzero(~val & ~keep)}
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+class Samples(Dataset):
+    """Items are (epoch, sample index) pairs so that augmentation is seeded by both."""
+
+    def __init__(self, root: Path, cfg: Config, train: bool) -> None:
+        self.root, self.cfg, self.train = root, cfg, train
+        self._ds: ShardDataset | None = None
+        ds = self.ds
+        mean, std = ds.stats()
+        self.mean, self.std = torch.from_numpy(mean), torch.from_numpy(std)
+
+    @property
+    def ds(self) -> ShardDataset:
+        if self._ds is None:  # opened lazily: each worker maps the shards itself
+            self._ds = ShardDataset(self.root)
+        return self._ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, item: tuple[int, int]) -> dict:
+        epoch, i = item
+        coords = self.ds.coords(i)
+        if self.train and self.cfg.augment:
+            coords = augment(coords, np.random.default_rng([self.cfg.seed, epoch, i]))
+        feats = sample_features(torch.from_numpy(np.ascontiguousarray(coords)), self.mean, self.std, self.cfg.max_len)
+        return {"features": feats, "labels": torch.from_numpy(encode(self.ds.phrases[i])),
+                "sequence_id": int(self.ds.meta["sequence_id"][i])}
+
+
+def collate(items: list[dict], pad_to: int | None) -> dict:
+    """Pad features with 0 (to `pad_to`, or the longest item) and labels with 59 to 64."""
+    lengths = torch.tensor([len(it["features"]) for it in items])
+    t = pad_to or int(lengths.max())
+    feats = torch.zeros(len(items), t, items[0]["features"].shape[1])
+    labels = torch.full((len(items), MAX_PHRASE), BLANK, dtype=torch.long)
+    for k, it in enumerate(items):
+        feats[k, : len(it["features"])] = it["features"]
+        labels[k, : len(it["labels"])] = it["labels"]
+    return {"features": feats, "lengths": lengths, "labels": labels,
+            "label_lengths": torch.tensor([len(it["labels"]) for it in items]),
+            "sequence_ids": [it["sequence_id"] for it in items]}
+
+
+class EpochBatches:
+    """This process's share of every global batch, epoch after epoch: a seeded full shuffle per
+    epoch, global batches of `batch_size`, the last partial one dropped."""
+
+    def __init__(self, indices: np.ndarray, batch_size: int, seed: int, first_epoch: int,
+                 epochs: int, rank: int = 0, world: int = 1) -> None:
+        if batch_size % world:
+            raise ValueError(f"global batch {batch_size} does not split over {world} processes")
+        self.indices, self.batch, self.seed = indices, batch_size, seed
+        self.first, self.epochs, self.rank, self.world = first_epoch, epochs, rank, world
+        self.per_epoch = len(indices) // batch_size
+        if self.per_epoch == 0:
+            raise ValueError(f"{len(indices)} training samples do not fill one batch of {batch_size}")
+
+    def __len__(self) -> int:
+        return self.per_epoch * (self.epochs - self.first)
+
+    def __iter__(self):
+        local = self.batch // self.world
+        for epoch in range(self.first, self.epochs):
+            order = self.indices[np.random.default_rng([self.seed, epoch]).permutation(len(self.indices))]
+            for b in range(self.per_epoch):
+                start = b * self.batch + self.rank * local
+                yield [(epoch, int(i)) for i in order[start:start + local]]
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, samples: Samples, indices: np.ndarray, batch_size: int = 64,
+            device: str = "cpu", progress: bool = False) -> list[str]:
+    """Greedy CTC predictions of `indices` (in that order), decoding each up to its real length."""
+    model.eval()
+    order = np.argsort([int(samples.ds.meta["n_frames"][i]) for i in indices])
+    out: list[str] = [""] * len(indices)
+    for s in tqdm(range(0, len(order), batch_size), desc="predict", disable=not progress, leave=False):
+        chunk = order[s:s + batch_size]
+        batch = collate([samples[(0, int(indices[k]))] for k in chunk], None)
+        logits = model(batch["features"].to(device), batch["lengths"].to(device))
+        best = logits.argmax(-1).cpu().numpy()
+        for k, row, n in zip(chunk, best, batch["lengths"].tolist()):
+            out[k] = ctc_greedy(row[:n])
+    return out
+
+
+def validation_scores(model, samples: Samples, split: dict[str, np.ndarray], device: str) -> dict[str, float]:
+    preds = predict(model, samples, split["val"], device=device)
+    targets = [samples.ds.phrases[i] for i in split["val"]]
+    filtered = np.isin(split["val"], split["val_filtered"])
+    return {"val_score": competition_score(preds, targets),
+            "val_score_filtered": competition_score([p for p, f in zip(preds, filtered) if f],
+                                                    [t for t, f in zip(targets, filtered) if f])
+            if filtered.any() else float("nan")}
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    device: str = "cpu"
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Distributed:
+    """torchrun's environment switches DDP on; nothing else does."""
+    if "RANK" not in os.environ:
+        return Distributed(device="cuda" if torch.cuda.is_available() else "cpu")
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl")
+        device = f"cuda:{local}"
+    else:
+        dist.init_process_group("gloo")
+        device = "cpu"
+    return Distributed(dist.get_rank(), dist.get_world_size(), device)
+
+
+def _save_checkpoint(path: Path, model, opt: Lookahead, cfg: Config, epoch: int, step: int) -> None:
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": cfg.to_dict(),
+             "epoch": epoch, "step": step, "torch_rng": torch.get_rng_state()}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    path = run_dir / "checkpoints" / "last.pt"
+    return path if path.is_file() else None
+
+
+def load_model(checkpoint: Path, device: str = "cpu") -> tuple[FingerspellingModel, Config]:
+    state = torch.load(checkpoint, map_location=device, weights_only=False)
+    cfg = Config.from_dict(state["config"])
+    model = FingerspellingModel(cfg).to(device)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg
+
+
+def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
+          scores: str | Path | None = None, stop_after_epochs: int | None = None,
+          progress: bool = True) -> dict:
+    """Train to `cfg.epochs` (or stop after `stop_after_epochs` more, as an interruption would);
+    returns the last metrics row."""
+    env = setup_distributed()
+    data, out = Path(data), Path(out)
+    torch.manual_seed(cfg.seed + env.rank)
+    ds = ShardDataset(data)
+    split = select_samples(ds, cfg, Path(scores) if scores else None)
+    if env.main:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", cfg.to_dict())
+        write_json(out / "split.json", {k: len(v) for k, v in split.items()})
+
+    first_epoch, step = 0, 0
+    ckpt = last_checkpoint(out) if resume else None
+    if resume and ckpt is None and env.main:
+        print(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
+    steps_per_epoch = len(split["train"]) // cfg.batch_size
+    model = FingerspellingModel(cfg, steps_per_epoch).to(env.device)
+    opt = Lookahead(RAdam(model.parameters(), lr=cfg.lr, eps=1e-7, threshold=cfg.radam_threshold),
+                    cfg.lookahead_steps, cfg.lookahead_alpha)
+    if ckpt is not None:
+        state = torch.load(ckpt, map_location=env.device, weights_only=False)
+        if state["config"] != cfg.to_dict():
+            raise TrainingError(f"{ckpt}: saved with different settings; resume with the same preset and --set values")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        first_epoch, step = state["epoch"], state["step"]
+        torch.set_rng_state(state["torch_rng"])
+    _trim_metrics(out / "metrics.jsonl", first_epoch, env.main)
+
+    net = DistributedDataParallel(model) if env.world > 1 else model
+    if cfg.compile:
+        net = torch.compile(net)
+    samples = Samples(data, cfg, train=True)
+    last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, first_epoch + stop_after_epochs)
+    batches = EpochBatches(split["train"], cfg.batch_size, cfg.seed, first_epoch, last_epoch, env.rank, env.world)
+    pad_to = None if cfg.pad_to_batch else cfg.max_len
+    loader = DataLoader(samples, batch_sampler=batches, num_workers=cfg.workers,
+                        collate_fn=partial(collate, pad_to=pad_to), worker_init_fn=_one_thread,
+                        prefetch_factor=4 if cfg.workers else None)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and env.device.startswith("cuda")
+                else nullcontext())
+    row: dict = {}
+    batch_iter = iter(loader)
+    bar = tqdm(total=len(batches), desc="train", disable=not (progress and env.main), dynamic_ncols=True)
+    for epoch in range(first_epoch, last_epoch):
+        lr = learning_rate(epoch, cfg.epochs, cfg.lr, cfg.warmup_epochs)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        model.train()
+        t0, losses = time.time(), []
+        for _ in range(steps_per_epoch):
+            batch = next(batch_iter)
+            with autocast:
+                logits = net(batch["features"].to(env.device), batch["lengths"].to(env.device))
+            log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # [T, B, C]
+            input_lengths = (batch["lengths"] if cfg.ctc_true_lengths
+                             else torch.full_like(batch["lengths"], logits.shape[1]))
+            loss = F.ctc_loss(log_probs, batch["labels"].to(env.device), input_lengths,
+                              batch["label_lengths"], blank=BLANK, reduction="none",
+                              zero_infinity=False).mean()
+            _check_finite(loss, step, epoch, batch["sequence_ids"], out, env)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            losses.append(float(loss))
+            bar.update()
+            bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}")
+        done = epoch + 1
+        row = {"epoch": done, "step": step, "lr": lr, "loss": float(np.mean(losses)),
+               "epoch_seconds": round(time.time() - t0, 2)}
+        if done % cfg.eval_every == 0 or done == cfg.epochs:
+            if env.main:
+                row.update(validation_scores(model, Samples(data, cfg, train=False), split, env.device))
+        if env.main:
+            _append_metrics(out, row)
+            if done % cfg.checkpoint_every == 0 or done == cfg.epochs or done == last_epoch:
+                _save_checkpoint(out / "checkpoints" / f"epoch_{done:05d}.pt", model, opt, cfg, done, step)
+                _save_checkpoint(out / "checkpoints" / "last.pt", model, opt, cfg, done, step)
+        if env.world > 1:
+            dist.barrier()
+    bar.close()
+    if env.world > 1:
+        dist.destroy_process_group()
+    return row
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)  # workers augment; the main process keeps the cores for the model
+
+
+def _check_finite(loss: torch.Tensor, step: int, epoch: int, ids: list[int], out: Path, env: Distributed) -> None:
+    bad = torch.tensor(0.0 if torch.isfinite(loss) else 1.0)
+    if env.world > 1:
+        dist.all_reduce(bad)
+    if bad > 0:
+        last = last_checkpoint(out)
+        kept = f"the last good checkpoint is kept: {last}" if last else "no checkpoint was written yet"
+        raise TrainingError(f"loss is {float(loss)} at step {step} (epoch {epoch}); batch sequence_ids "
+                            f"{ids}; {kept}")
+
+
+def _append_metrics(out: Path, row: dict) -> None:
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    plot_curves(out / "metrics.jsonl", out / "curves.png")
+
+
+def _trim_metrics(path: Path, epoch: int, main: bool) -> None:
+    """A resumed run rewrites the metrics of the epochs after its checkpoint."""
+    if not main or not path.exists():
+        return
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = "".join(json.dumps(r) + "\n" for r in rows if r["epoch"] <= epoch)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(kept))
+
+
+def plot_curves(metrics: Path, png: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.6))
+    a.plot([r["epoch"] for r in rows], [r["loss"] for r in rows])
+    a.set(title="training CTC loss", xlabel="epoch", yscale="log")
+    ev = [r for r in rows if "val_score" in r]
+    b.plot([r["epoch"] for r in ev], [r["val_score"] for r in ev], "o-", label="validation")
+    b.plot([r["epoch"] for r in ev], [r["val_score_filtered"] for r in ev], "s--", label="validation, length-filtered")
+    b.set(title="competition score", xlabel="epoch")
+    b.legend()
+    c.plot([r["epoch"] for r in rows], [r["lr"] for r in rows])
+    c.set(title="learning rate", xlabel="epoch")
+    fig.tight_layout()
+    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
+    plt.close(fig)
