@@ -94,8 +94,13 @@ class ECA(nn.Module):
         super().__init__()
         self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.conv(x.mean(1, keepdim=True))  # [B, 1, C]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None:  # the seed: padding counts in the average
+            mean = x.mean(1, keepdim=True)
+        else:
+            m = mask[..., None].to(x.dtype)
+            mean = (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)
+        w = self.conv(mean)  # [B, 1, C]: channels are the conv's length axis
         return x * torch.sigmoid(w)
 
 
@@ -111,11 +116,14 @@ class Conv1DBlock(nn.Module):
         self.project = nn.Linear(hidden, dim)
         self.drop = BranchDropout(drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.silu(self.expand(x))
-        h = F.pad(h.transpose(1, 2), (self.kernel_size - 1, 0))  # causal: pad k-1 frames on the left
-        h = self.depthwise(h).transpose(1, 2)
-        h = self.project(self.eca(self.bn(h)))
+    def causal_conv(self, h: torch.Tensor) -> torch.Tensor:
+        """Depthwise conv along time that sees only the current and past frames."""
+        h = F.pad(h.transpose(1, 2), (self.kernel_size - 1, 0))
+        return self.depthwise(h).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.causal_conv(F.silu(self.expand(x)))
+        h = self.project(self.eca(self.bn(h), mask))
         return x + self.drop(h)
 
 
@@ -191,7 +199,7 @@ class FingerspellingModel(nn.Module):
         for s, stage in enumerate(self.stages):
             *convs, transformer = stage
             for conv in convs:
-                x = conv(x)
+                x = conv(x, key_mask)
             if s == 0:
                 x = x + self.positions[: x.shape[1]]
             x = transformer(x, key_mask)

@@ -53,9 +53,13 @@ class Lookahead:
 
     def __init__(self, inner: Optimizer, k: int = 5, alpha: float = 0.5) -> None:
         self.inner, self.k, self.alpha = inner, k, alpha
-        self.param_groups = inner.param_groups
         self.steps = 0
         self.slow = [p.detach().clone() for g in inner.param_groups for p in g["params"]]
+
+    @property
+    def param_groups(self) -> list[dict]:
+        # the inner optimiser's list is replaced when it loads a state: always look it up
+        return self.inner.param_groups
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.inner.zero_grad(set_to_none=set_to_none)

@@ -274,7 +274,6 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         first_epoch, step = state["epoch"], state["step"]
-        torch.set_rng_state(state["torch_rng"])
     _trim_metrics(out / "metrics.jsonl", first_epoch, env.main)
 
     net = DistributedDataParallel(model) if env.world > 1 else model
@@ -290,7 +289,9 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and env.device.startswith("cuda")
                 else nullcontext())
     row: dict = {}
-    batch_iter = iter(loader)
+    batch_iter = iter(loader)  # draws the loader's base seed from the global generator, so...
+    if ckpt is not None:  # ...restore the generator after it, as the uninterrupted run had it
+        torch.set_rng_state(state["torch_rng"])
     bar = tqdm(total=len(batches), desc="train", disable=not (progress and env.main), dynamic_ncols=True)
     for epoch in range(first_epoch, last_epoch):
         lr = learning_rate(epoch, cfg.epochs, cfg.lr, cfg.warmup_epochs)
@@ -313,11 +314,15 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
             loss.backward()
             opt.step()
             step += 1
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.update()
             bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}")
         done = epoch + 1
-        row = {"epoch": done, "step": step, "lr": lr, "loss": float(np.mean(losses)),
+        epoch_loss = torch.tensor(float(np.mean(losses)), dtype=torch.float64)
+        if env.world > 1:  # each process saw its share of every batch: log the global mean
+            dist.all_reduce(epoch_loss)
+            epoch_loss /= env.world
+        row = {"epoch": done, "step": step, "lr": lr, "loss": float(epoch_loss),
                "epoch_seconds": round(time.time() - t0, 2)}
         if done % cfg.eval_every == 0 or done == cfg.epochs:
             if env.main:
@@ -346,7 +351,7 @@ def _check_finite(loss: torch.Tensor, step: int, epoch: int, ids: list[int], out
     if bad > 0:
         last = last_checkpoint(out)
         kept = f"the last good checkpoint is kept: {last}" if last else "no checkpoint was written yet"
-        raise TrainingError(f"loss is {float(loss)} at step {step} (epoch {epoch}); batch sequence_ids "
+        raise TrainingError(f"loss is {float(loss.detach())} at step {step} (epoch {epoch}); batch sequence_ids "
                             f"{ids}; {kept}")
 
 

@@ -1,0 +1,156 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import aslfr.train as train_module
+from aslfr.config import preset
+from aslfr.data.shards import ShardDataset
+from aslfr.train import (EpochBatches, TrainingError, select_samples, train, validation_mask)
+
+TINY = ["dim=32", "heads=2", "stages=1", "kernel_sizes=5,3", "batch_size=8", "epochs=3",
+        "eval_every=1", "checkpoint_every=1", "workers=0", "max_len=64", "warmup_epochs=1"]
+
+
+def _cfg(*extra: str):
+    return preset("demo").override([*TINY, *extra])
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=False)["model"]
+
+
+def _metrics(run: Path) -> list[dict]:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        r.pop("epoch_seconds")
+    return rows
+
+
+def test_epoch_batches_split_every_global_batch_over_processes() -> None:
+    idx = np.arange(100, 137)
+    one = list(EpochBatches(idx, 8, seed=1, first_epoch=0, epochs=2))
+    two = [list(EpochBatches(idx, 8, seed=1, first_epoch=0, epochs=2, rank=r, world=2)) for r in (0, 1)]
+    assert len(one) == 2 * (37 // 8)
+    for k, batch in enumerate(one):
+        assert batch == two[0][k] + two[1][k]
+    epochs = [{i for _, i in sum(one[e * 4:(e + 1) * 4], [])} for e in (0, 1)]
+    assert epochs[0] != epochs[1] or one[0] != one[4]  # reshuffled per epoch
+    assert list(EpochBatches(idx, 8, 1, 1, 2)) == one[4:]  # a resumed epoch is the same epoch
+
+
+def test_seed_split_holds_out_the_first_files(prepared_dir: Path) -> None:
+    ds = ShardDataset(prepared_dir)
+    val = validation_mask(ds, preset("seed-base"))
+    files = sorted(np.unique(ds.meta["file_id"]))
+    assert set(np.unique(ds.meta["file_id"][val])) == {files[0]}  # max(1, int(0.05 * 2)) files
+    by_person = validation_mask(ds, preset("seed-base").override(["split=participant", "val_fraction=0.25"]))
+    held = np.unique(ds.meta["participant_id"][by_person])
+    assert len(held) == 2 and not np.isin(ds.meta["participant_id"][~by_person], held).any()
+
+
+def test_length_filter_drops_samples_without_enough_hand_frames(prepared_dir: Path) -> None:
+    ds = ShardDataset(prepared_dir)
+    split = select_samples(ds, preset("seed-base"), None)
+    hands = np.maximum(ds.meta["n_right_hand_frames"], ds.meta["n_left_hand_frames"])
+    lengths = np.array([len(p) for p in ds.phrases])
+    assert np.all(2 * lengths[split["train"]] < hands[split["train"]])
+    assert np.all(2 * lengths[split["dropped_by_filter"]] >= hands[split["dropped_by_filter"]])
+    assert len(split["dropped_by_filter"]) > 0
+
+
+def test_score_filter_joins_by_sequence_id_and_names_what_is_missing(prepared_dir: Path, tmp_path: Path) -> None:
+    ds = ShardDataset(prepared_dir)
+    ids = ds.meta["sequence_id"]
+    scores = np.linspace(-1, 1, len(ids))
+    path = tmp_path / "scores.parquet"
+    order = np.random.default_rng(0).permutation(len(ids))  # row order must not matter
+    pq.write_table(pa.table({"sequence_id": ids[order], "score": scores[order]}), path)
+    split = select_samples(ds, preset("seed-final"), path)
+    val = validation_mask(ds, preset("seed-final"))
+    assert set(split["train"]) == set(np.flatnonzero(~val & (scores > 0.2)))
+    pq.write_table(pa.table({"sequence_id": ids[3:], "score": scores[3:]}), path)
+    with pytest.raises(ValueError, match=r"3 of \d+ samples have no score \(first missing sequence_id"):
+        select_samples(ds, preset("seed-final"), path)
+
+
+def test_training_writes_metrics_curves_and_checkpoints(prepared_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    row = train(_cfg(), prepared_dir, run, progress=False)
+    assert row["epoch"] == 3 and np.isfinite(row["loss"])
+    rows = _metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert all(-5 < r["val_score"] <= 1 and "val_score_filtered" in r for r in rows)
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert (run / "curves.png").stat().st_size > 1000
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "epoch_00001.pt", "epoch_00002.pt", "epoch_00003.pt", "last.pt"]
+
+
+def test_resume_is_bitwise_the_uninterrupted_run(prepared_dir: Path, tmp_path: Path) -> None:
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    cfg = _cfg("checkpoint_every=3")  # the interruption's checkpoint is the only one in between
+    train(cfg, prepared_dir, full, progress=False)
+    train(cfg, prepared_dir, cut, stop_after_epochs=1, progress=False)
+    assert torch.load(cut / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 1
+    train(cfg, prepared_dir, cut, resume=True, progress=False)
+    a, b = _weights(full), _weights(cut)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert _metrics(full) == _metrics(cut)
+
+
+def test_resume_refuses_other_settings(prepared_dir: Path, tmp_path: Path) -> None:
+    train(_cfg("epochs=1"), prepared_dir, tmp_path, progress=False)
+    with pytest.raises(TrainingError, match="different settings"):
+        train(_cfg("epochs=1", "lr=0.5"), prepared_dir, tmp_path, resume=True, progress=False)
+
+
+def test_nan_loss_stops_naming_step_and_sequences_and_keeps_the_checkpoint(
+        prepared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _cfg()
+    good = len(select_samples(ShardDataset(prepared_dir), cfg, None)["train"]) // 8 + 2  # into epoch 1
+    real = torch.nn.functional.ctc_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        out = real(*args, **kwargs)
+        return out * float("nan") if calls["n"] > good else out
+
+    monkeypatch.setattr(train_module.F, "ctc_loss", poisoned)
+    with pytest.raises(TrainingError, match=rf"loss is nan at step {good} \(epoch 1\); batch sequence_ids \[\d+"):
+        train(cfg, prepared_dir, tmp_path, progress=False)
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_two_processes_train_like_one_on_the_same_global_batch(prepared_dir: Path, tmp_path: Path) -> None:
+    """torchrun with 2 CPU processes (gloo) against one process: same batches, same augmentation,
+    BatchNorm statistics synchronised; dropout off so that both draw nothing at random, and
+    padding to max_len so that every process's frames (padding included) are the same."""
+    sets = [*TINY, "epochs=2", "branch_dropout=0", "attention_dropout=0", "late_dropout=0", "pad_to_batch=false"]
+    args = ["train", "--preset", "demo", "--data", str(prepared_dir)] + sum((["--set", s] for s in sets), [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "aslfr.cli", *args, "--out", str(tmp_path / "one")],
+                   check=True, env=env, capture_output=True)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    "-m", "aslfr.cli", *args, "--out", str(tmp_path / "two")],
+                   check=True, env=env, capture_output=True)
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    assert a.keys() == b.keys()
+    for k in a:  # same shapes, and near: a 0.2% gap in the loss is not yet explained
+        assert a[k].shape == b[k].shape
+        if a[k].is_floating_point() and "running" not in k:
+            assert (a[k] - b[k]).abs().max() < 0.01, k
+    ma, mb = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    assert [r["epoch"] for r in ma] == [r["epoch"] for r in mb] == [1, 2]
+    assert [r["loss"] for r in ma] == pytest.approx([r["loss"] for r in mb], rel=1e-2)
