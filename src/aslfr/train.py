@@ -280,6 +280,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
     if cfg.compile:
         net = torch.compile(net)
     samples = Samples(data, cfg, train=True)
+    val_samples = Samples(data, cfg, train=False)  # opened once: read at every validation
     last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, first_epoch + stop_after_epochs)
     batches = EpochBatches(split["train"], cfg.batch_size, cfg.seed, first_epoch, last_epoch, env.rank, env.world)
     pad_to = None if cfg.pad_to_batch else cfg.max_len
@@ -326,7 +327,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
                "epoch_seconds": round(time.time() - t0, 2)}
         if done % cfg.eval_every == 0 or done == cfg.epochs:
             if env.main:
-                row.update(validation_scores(model, Samples(data, cfg, train=False), split, env.device))
+                row.update(validation_scores(model, val_samples, split, env.device))
         if env.main:
             _append_metrics(out, row)
             if done % cfg.checkpoint_every == 0 or done == cfg.epochs or done == last_epoch:
@@ -358,7 +359,8 @@ def _check_finite(loss: torch.Tensor, step: int, epoch: int, ids: list[int], out
 def _append_metrics(out: Path, row: dict) -> None:
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
-    plot_curves(out / "metrics.jsonl", out / "curves.png")
+    if "val_score" in row:  # redraw only when there is a new validation point
+        plot_curves(out / "metrics.jsonl", out / "curves.png")
 
 
 def _trim_metrics(path: Path, epoch: int, main: bool) -> None:

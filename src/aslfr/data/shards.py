@@ -121,14 +121,11 @@ class ShardDataset:
         return np.array(self._shard(int(self.meta["file_id"][i]))[start:start + n])
 
     def coords(self, i: int) -> np.ndarray:
-        return self.rows(i).reshape(-1, 2, 100).transpose(0, 2, 1)
+        return rows_to_coords(torch.from_numpy(self.rows(i))).numpy()
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         with np.load(self.root / "stats.npz") as d:
             return d["mean"], d["std"]
-
-    def index_of(self) -> dict[int, int]:
-        return {int(s): i for i, s in enumerate(self.meta["sequence_id"])}
 
 
 def write_table(path: Path, columns: dict[str, list | np.ndarray]) -> None:

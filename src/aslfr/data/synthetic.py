@@ -114,7 +114,7 @@ TEMPLATES = _character_templates()
 # u toward the thumb, v along the fingers, w out of the palm (toward the camera).
 _MCP = np.array([[0.11, 0.45, 0.0], [0.035, 0.47, 0.0], [-0.04, 0.45, 0.0], [-0.11, 0.41, 0.0]])
 _SEGMENTS = np.array([[0.22, 0.13, 0.10], [0.25, 0.15, 0.11], [0.23, 0.14, 0.10], [0.18, 0.10, 0.09]])
-_SPREAD_DIR = np.radians([8.0, 0.0, -8.0, -16.0])  # fan angle of each finger per unit spread... base
+_SPREAD_DIR = np.radians([8.0, 0.0, -8.0, -16.0])  # fan angle of each finger at spread 0
 _SPREAD_GAIN = np.radians([14.0, 3.0, -8.0, -20.0])
 _FLEX = np.radians([80.0, 100.0, 70.0])
 _THUMB_CMC = np.array([0.10, 0.08, 0.03])
