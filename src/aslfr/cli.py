@@ -49,6 +49,50 @@ def _train(a: argparse.Namespace) -> None:
         print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
 
 
+def _score(a: argparse.Namespace) -> None:
+    from aslfr.score import histogram_path, score
+
+    r = score(a.checkpoint, a.data, a.out, batch_size=a.batch_size)
+    print(f"scored {r['sequences']} sequences (mean score {r['mean_score']:.4f}) -> {a.out}, "
+          f"histogram {histogram_path(a.out)}")
+
+
+def _pipeline(a: argparse.Namespace) -> None:
+    from aslfr.pipeline import Pipeline, PipelineSettings
+
+    settings = PipelineSettings(data=a.data, out=a.out, preset=a.preset, folds=a.folds, min_score=a.min_score,
+                                overrides=a.set, workers=a.workers, export=not a.no_export)
+    summary = Pipeline(settings).run(a.from_stage, a.to_stage)
+    if summary:
+        print(format_summary(summary))
+        print(f"report: {a.out / 'report.md'}")
+
+
+def _export(a: argparse.Namespace) -> None:
+    from aslfr.export import export, main_sizes
+
+    result = export(a.checkpoint, a.out, max_frames=a.max_frames, fp16=a.fp16, tflite=not a.onnx_only, stats=a.stats)
+    print(f"exported to {a.out}: {main_sizes(result)}")
+
+
+def _evaluate(a: argparse.Namespace) -> None:
+    from aslfr.evaluate import evaluate_in_runtime, format_result
+
+    for runtime in a.runtime or ["litert"]:
+        print(format_result(evaluate_in_runtime(a.submission, a.data, a.limit, runtime)), flush=True)
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"counts: " + ", ".join(f"{k}={v}" for k, v in s["counts"].items())]
+    for name, v in s["validation_scores"].items():
+        lines.append(f"{name}: " + ", ".join(f"{k}={x:.4f}" for k, x in v.items()))
+    for name, d in s["filters"].items():
+        per = ", ".join(f"{k} recall {v['recall']:.2f} precision {v['precision']:.2f}" for k, v in d["kinds"].items())
+        lines.append(f"filter {name}: dropped {d['dropped']}" + (f"; {per}" if per else ""))
+    lines.append("stage seconds: " + ", ".join(f"{k}={v}" for k, v in s["stage_seconds"].items() if v is not None))
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aslfr", description="Fingerspelling recognition from MediaPipe landmarks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,17 +129,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", type=Path, help="per-sample scores (aslfr score) for the score filter")
     p.add_argument("--min-score", type=float, help="keep samples whose score is above this")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("score", help="score every prepared sequence with a checkpoint (SEED-SPEC 7.2)")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--data", required=True, type=Path, help="a directory written by 'aslfr prepare'")
+    p.add_argument("--out", required=True, type=Path, help="scores.parquet to write")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=_score)
+
+    p = sub.add_parser("export", help="checkpoint -> model.onnx, TFLite variants, submission.zip")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--max-frames", type=int, default=320, help="resize longer inputs to this many frames")
+    p.add_argument("--fp16", action="store_true", help="submit the float16-weight TFLite (needed over 40 MB)")
+    p.add_argument("--onnx-only", action="store_true", help="write model.onnx only (no converter environment)")
+    p.add_argument("--stats", type=Path, help="stats.npz, for a checkpoint that does not carry its statistics")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("evaluate", help="run a submission.zip the way Kaggle's evaluator does")
+    p.add_argument("--submission", required=True, type=Path)
+    p.add_argument("--data", required=True, type=Path, help="Kaggle-layout data directory")
+    p.add_argument("--limit", type=int, help="evaluate the first N sequences of train.csv")
+    p.add_argument("--runtime", action="append", choices=["litert", "tflite-runtime"],
+                   help="ai-edge-litert (default) and/or tflite-runtime 2.14.0 (converter environment); repeatable")
+    p.set_defaults(func=_evaluate, runtime=None)
+
+    from aslfr.pipeline import PIPELINE_PRESETS, STAGES
+    p = sub.add_parser("pipeline", help="prepare, base, score, final, control, export, evaluate, report")
+    p.add_argument("--data", required=True, type=Path, help="Kaggle-layout data directory")
+    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--preset", default="demo", choices=list(PIPELINE_PRESETS))
+    p.add_argument("--folds", type=int, default=0, help="K > 1: out-of-fold scoring with K participant folds")
+    p.add_argument("--min-score", type=float, help="score filter threshold (default: the preset's, 0.2)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override both models' settings")
+    p.add_argument("--from", dest="from_stage", choices=STAGES, help="rerun from this stage")
+    p.add_argument("--to", dest="to_stage", choices=STAGES, help="stop after this stage")
+    p.add_argument("--workers", type=int, default=2, help="prepare workers")
+    p.add_argument("--no-export", action="store_true", help="skip the export and evaluate stages")
+    p.set_defaults(func=_pipeline)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from aslfr.data.kaggle import DataError
+    from aslfr.export import ExportError
     from aslfr.train import TrainingError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (DataError, TrainingError, FileNotFoundError, ValueError) as e:
+    except (DataError, TrainingError, ExportError, FileNotFoundError, ValueError) as e:
         print(f"aslfr {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -28,6 +28,8 @@ class Config:
     augment: bool = True
     split: str = "file"               # "file" (the seed's) or "participant" (stricter)
     val_fraction: float = 0.05        # share of files (or participants) held out
+    folds: int = 0                    # > 1: participant folds; `fold` is the one held out
+    fold: int = 0
     train_filter: str = "length"      # "length" (SEED-SPEC 7.1) or "score" (7.3)
     min_score: float = 0.2
     # --- recipe (SEED-SPEC 8) ---

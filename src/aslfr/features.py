@@ -69,28 +69,40 @@ def landmark_features(coords: torch.Tensor, segments: torch.Tensor | None = None
 def resize_time(x: torch.Tensor, length: int) -> torch.Tensor:
     """Bilinear resize along axis 0 to `length` frames (half-pixel centres, no antialias, as
     tf.image.resize). A neighbour is used only where its weight is above 0, so a NaN frame
-    does not leak into an output frame that does not need it."""
-    t_in = x.shape[0]
-    pos = (torch.arange(length, device=x.device, dtype=torch.float32) + 0.5) * (t_in / length) - 0.5
-    pos = torch.clamp(pos, min=0.0)
+    does not leak into an output frame that does not need it. Resizing to the same length is
+    exactly the identity. Positions come from tensor arithmetic, not Python numbers of the
+    (dynamic) input length, so the code exports with a dynamic time axis."""
+    n_in = torch.ones_like(x[:, 0]).sum()
+    steps = torch.arange(length, device=x.device, dtype=torch.float32)
+    n_out = torch.ones_like(steps).sum()
+    pos = torch.clamp((steps + 0.5) * (n_in / n_out) - 0.5, min=0.0)
     lo = torch.floor(pos)
     w = (pos - lo)[:, None]
-    lo = lo.long().clamp(max=t_in - 1)
-    hi = (lo + 1).clamp(max=t_in - 1)
+    last = (n_in - 1).to(torch.long)
+    lo = torch.minimum(lo.long(), last)
+    hi = torch.minimum(lo + 1, last)
     a, b = x.index_select(0, lo), x.index_select(0, hi)
     return torch.where(w > 0, a * (1 - w) + b * w, a)
+
+
+def resized_length(feats: torch.Tensor, max_len: int) -> int:
+    """min(T, max_len), computed from the data so that export keeps T dynamic."""
+    n = int(torch.clamp(torch.ones_like(feats[:, 0]).sum(), max=max_len).to(torch.int64).item())
+    torch._check(n >= 0)
+    torch._check(n <= max_len)
+    return n
 
 
 def normalise(feats: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Global normalisation (SEED-SPEC 2.2), then anything not finite becomes 0."""
     out = (feats - mean) / std
-    return torch.where(torch.isfinite(out), out, torch.zeros_like(out))
+    finite = torch.abs(out) <= torch.finfo(torch.float32).max  # isfinite, without IsInf (onnx2tf lacks it)
+    return torch.where(finite, out, torch.zeros_like(out))
 
 
 def sample_features(coords: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                     max_len: int) -> torch.Tensor:
     """The whole of SEED-SPEC section 4 for one sample: [T, 100, 2] -> [min(T, max_len), 600]."""
     feats = landmark_features(coords)
-    if feats.shape[0] > max_len:
-        feats = resize_time(feats, max_len)
+    feats = resize_time(feats, resized_length(feats, max_len))  # the identity when T <= max_len
     return normalise(feats, mean, std)

@@ -52,16 +52,32 @@ def passes_length_filter(ds: ShardDataset) -> np.ndarray:
 
 def validation_mask(ds: ShardDataset, cfg: Config) -> np.ndarray:
     """The seed's split: the first int(val_fraction * files) file_ids in sorted order (at least
-    one); or, stricter, a seeded choice of participants."""
-    key = "file_id" if cfg.split == "file" else "participant_id"
+    one); or, stricter, a seeded choice of participants; or, with `folds` K > 1, participant fold
+    `fold` of K (out-of-fold scoring)."""
     if cfg.split not in ("file", "participant"):
         raise ValueError(f"split {cfg.split!r}: expected 'file' or 'participant'")
+    key = "file_id" if cfg.split == "file" and cfg.folds <= 1 else "participant_id"
     groups = np.unique(ds.meta[key])
-    n_val = max(1, int(cfg.val_fraction * len(groups)))
-    if len(groups) < 2:
-        raise ValueError(f"cannot hold out validation data: only {len(groups)} {key} in the data")
-    chosen = groups[:n_val] if cfg.split == "file" else np.random.default_rng(cfg.seed).permutation(groups)[:n_val]
+    if cfg.folds > 1:
+        if not 0 <= cfg.fold < cfg.folds:
+            raise ValueError(f"fold={cfg.fold}: expected 0 to {cfg.folds - 1}")
+        # every sample of the fold's participants, supplemental too: no fold model sees them
+        return np.isin(ds.meta[key], participant_folds(groups, cfg.folds, cfg.seed)[cfg.fold])
+    else:
+        if len(groups) < 2:
+            raise ValueError(f"cannot hold out validation data: only {len(groups)} {key} in the data")
+        n_val = max(1, int(cfg.val_fraction * len(groups)))
+        chosen = groups[:n_val] if cfg.split == "file" else np.random.default_rng(cfg.seed).permutation(groups)[:n_val]
     return np.isin(ds.meta[key], chosen) & (ds.meta["source"] == "train")
+
+
+def participant_folds(participants: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """A seeded partition of the participants into `folds` groups of near-equal size."""
+    participants = np.unique(participants)
+    if not 1 < folds <= len(participants):
+        raise ValueError(f"folds={folds}: need 2 to {len(participants)} (the number of participants)")
+    order = np.random.default_rng(seed).permutation(participants)
+    return [np.sort(f) for f in np.array_split(order, folds)]
 
 
 def read_scores(path: Path, ds: ShardDataset) -> np.ndarray:
@@ -225,9 +241,12 @@ def setup_distributed() -> Distributed:
     return Distributed(dist.get_rank(), dist.get_world_size(), device)
 
 
-def _save_checkpoint(path: Path, model, opt: Lookahead, cfg: Config, epoch: int, step: int) -> None:
+def _save_checkpoint(path: Path, model, opt: Lookahead, cfg: Config, epoch: int, step: int,
+                     stats: tuple[np.ndarray, np.ndarray]) -> None:
+    """The checkpoint carries the normalisation statistics, so it alone defines the model."""
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": cfg.to_dict(),
-             "epoch": epoch, "step": step, "torch_rng": torch.get_rng_state()}
+             "epoch": epoch, "step": step, "torch_rng": torch.get_rng_state(),
+             "stats": {"mean": stats[0], "std": stats[1]}}
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -331,8 +350,8 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
         if env.main:
             _append_metrics(out, row)
             if done % cfg.checkpoint_every == 0 or done == cfg.epochs or done == last_epoch:
-                _save_checkpoint(out / "checkpoints" / f"epoch_{done:05d}.pt", model, opt, cfg, done, step)
-                _save_checkpoint(out / "checkpoints" / "last.pt", model, opt, cfg, done, step)
+                for name in (f"epoch_{done:05d}.pt", "last.pt"):
+                    _save_checkpoint(out / "checkpoints" / name, model, opt, cfg, done, step, ds.stats())
         if env.world > 1:
             dist.barrier()
     bar.close()

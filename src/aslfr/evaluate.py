@@ -1,0 +1,155 @@
+"""`aslfr evaluate`: Kaggle's evaluator re-implemented, sharing no code with the model.
+
+It reads a submission.zip (model.tflite + inference_args.json), reads each parquet of a
+Kaggle-layout directory with the `selected_columns` only, calls the TFLite signature runner once
+per sequence (one thread), decodes the argmax of every output row and drops indices >= 59, and
+computes the competition metric with its own Levenshtein distance. It imports only the standard
+library, NumPy, pyarrow and a TFLite runtime, so it also runs inside the converter environment
+with tflite-runtime 2.14.0, the runtime Kaggle's evaluator used:
+
+    python -m aslfr.evaluate SUBMISSION DATA_DIR [--limit N] [--runtime litert|tflite-runtime]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+TEST_SET_SEQUENCES = 50_000
+BUDGET_SECONDS = 5 * 3600
+
+
+def levenshtein(a: str, b: str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def load_runner(model_bytes: bytes, runtime: str):
+    if runtime == "litert":
+        from ai_edge_litert.interpreter import Interpreter
+    elif runtime == "tflite-runtime":
+        from tflite_runtime.interpreter import Interpreter
+    else:
+        raise ValueError(f"runtime {runtime!r}: expected 'litert' or 'tflite-runtime'")
+    interpreter = Interpreter(model_content=model_bytes, num_threads=1)
+    return interpreter.get_signature_runner("serving_default")
+
+
+def read_sequences(data_dir: Path, columns: list[str], limit: int | None):
+    """(sequence_id, phrase, frames [T, len(columns)]) in train.csv order, up to `limit`."""
+    csv_path = data_dir / "train.csv"
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"{csv_path}: not found (expected a Kaggle-layout directory)")
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if limit:
+        rows = rows[:limit]
+    by_path: dict[str, list[dict]] = {}
+    for r in rows:
+        by_path.setdefault(r["path"], []).append(r)
+    for rel, members in by_path.items():
+        path = data_dir / rel
+        try:
+            table = pq.read_table(path, columns=columns + ["sequence_id"])
+        except Exception as e:  # noqa: BLE001 - name the file, whatever pyarrow raised
+            raise ValueError(f"{path}: cannot read the selected columns: {e}") from None
+        ids = table.column("sequence_id").to_numpy()
+        values = np.stack([table.column(c).to_numpy(zero_copy_only=False) for c in columns], 1).astype(np.float32)
+        order = np.argsort(ids, kind="stable")
+        ids, values = ids[order], values[order]
+        starts = np.searchsorted(ids, [int(m["sequence_id"]) for m in members], "left")
+        ends = np.searchsorted(ids, [int(m["sequence_id"]) for m in members], "right")
+        for m, a, b in zip(members, starts, ends):
+            yield int(m["sequence_id"]), m["phrase"], values[a:b]
+
+
+def evaluate_submission(submission: str | Path, data_dir: str | Path, limit: int | None = None,
+                        runtime: str = "litert") -> dict:
+    submission, data_dir = Path(submission), Path(data_dir)
+    with zipfile.ZipFile(submission) as z:
+        names = set(z.namelist())
+        for need in ("model.tflite", "inference_args.json"):
+            if need not in names:
+                raise ValueError(f"{submission}: no {need} inside (it holds {sorted(names)})")
+        model_bytes = z.read("model.tflite")
+        columns = json.loads(z.read("inference_args.json"))["selected_columns"]
+    with open(data_dir / "character_to_prediction_index.json") as f:
+        index_to_char = {v: k for k, v in json.load(f).items()}
+    runner = load_runner(model_bytes, runtime)
+    predictions, targets, latencies, lengths = [], [], [], []
+    for _, phrase, frames in read_sequences(data_dir, columns, limit):
+        t0 = time.perf_counter()
+        out = runner(inputs=frames)["outputs"]
+        latencies.append(time.perf_counter() - t0)
+        predictions.append("".join(index_to_char[int(i)] for i in np.argmax(out, axis=1) if int(i) < 59))
+        targets.append(phrase)
+        lengths.append(len(frames))
+    if not targets:
+        raise ValueError(f"{data_dir}: no sequences to evaluate")
+    n = sum(len(t) for t in targets)
+    d = sum(levenshtein(p, t) for p, t in zip(predictions, targets))
+    lat = np.array(latencies)
+    projected = float(lat.mean()) * TEST_SET_SEQUENCES
+    return {"runtime": runtime, "sequences": len(targets), "score": (n - d) / n,
+            "latency_ms_median": float(np.median(lat) * 1e3), "latency_ms_p95": float(np.percentile(lat, 95) * 1e3),
+            "mean_frames": float(np.mean(lengths)), "model_bytes": len(model_bytes),
+            "projected_seconds_for_50k": projected, "budget_seconds": BUDGET_SECONDS,
+            "projected_share_of_budget": projected / BUDGET_SECONDS}
+
+
+def evaluate_in_runtime(submission: str | Path, data_dir: str | Path, limit: int | None, runtime: str,
+                        python: str | Path | None = None) -> dict:
+    """Evaluate in `runtime`; tflite-runtime lives in the converter environment (numpy<2), so
+    this file runs there as a script in a subprocess."""
+    if runtime == "litert" and python is None:
+        return evaluate_submission(submission, data_dir, limit, runtime)
+    import subprocess
+
+    if python is None:
+        from aslfr.export import converter_python
+        python = converter_python()
+    if not Path(python).is_file():
+        raise FileNotFoundError(f"{python}: no Python with {runtime}; create it with 'make tools'")
+    cmd = [str(python), str(Path(__file__).resolve()), str(submission), str(data_dir), "--runtime", runtime]
+    if limit:
+        cmd += ["--limit", str(limit)]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"evaluation in {runtime} failed:\n{run.stderr[-2000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def format_result(r: dict) -> str:
+    return (f"[{r['runtime']}] {r['sequences']} sequences: score {r['score']:.4f}; latency median "
+            f"{r['latency_ms_median']:.1f} ms, p95 {r['latency_ms_p95']:.1f} ms (one thread, mean "
+            f"{r['mean_frames']:.0f} frames); model {r['model_bytes'] / 2**20:.2f} MiB; 50,000 sequences "
+            f"~ {r['projected_seconds_for_50k'] / 3600:.2f} h of the 5 h budget "
+            f"({100 * r['projected_share_of_budget']:.0f}%)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("submission", type=Path)
+    p.add_argument("data_dir", type=Path)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--runtime", default="litert")
+    a = p.parse_args(argv)
+    print(json.dumps(evaluate_submission(a.submission, a.data_dir, a.limit, a.runtime)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""`aslfr export`: a training checkpoint -> model.onnx, TFLite variants and a Kaggle submission.
+
+ONNX comes from the torch exporter with the time axis dynamic. TFLite comes from onnx2tf, run in
+a separate converter environment (onnx2tf pins its own TensorFlow and NumPy): `make tools`
+creates it at `.tools/onnx2tf`; `ASLFR_CONVERTER_PYTHON` points at another one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+
+from aslfr.data.shards import atomic_write, write_json
+from aslfr.inference import N_COLUMNS, build
+from aslfr.landmarks import SELECTED_COLUMNS
+
+TFLITE_VARIANTS = ("float32", "float16", "int8")
+MAX_EXPORT_FRAMES = 100_000
+KAGGLE_SIZE_LIMIT = 40 * 1024 * 1024
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def converter_python() -> Path:
+    env = os.environ.get("ASLFR_CONVERTER_PYTHON")
+    if env:
+        return Path(env)
+    root = Path(__file__).resolve().parents[2]  # the source checkout (editable install)
+    return root / ".tools" / "onnx2tf" / "bin" / "python"
+
+
+def export_onnx(module: torch.nn.Module, path: Path) -> None:
+    from torch.export import Dim
+
+    example = torch.randn(32, N_COLUMNS)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the exporter's chatter
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(module, (example,), dynamo=True, external_data=False, opset_version=18,
+                                    input_names=["inputs"], output_names=["outputs"], verbose=False,
+                                    dynamic_shapes={"inputs": {0: Dim("T", min=2, max=MAX_EXPORT_FRAMES)}})
+    atomic_write(path, lambda tmp: program.save(str(tmp)))
+
+
+def convert_tflite(onnx_path: Path, out_dir: Path) -> dict[str, Path]:
+    python = converter_python()
+    if not python.is_file():
+        raise ExportError(f"TFLite converter environment not found at {python}; create it with 'make tools' "
+                          "(or set ASLFR_CONVERTER_PYTHON to a Python with onnx2tf and tensorflow)")
+    script = Path(__file__).parent / "tools" / "tflite_convert.py"
+    run = subprocess.run([str(python), str(script), str(onnx_path), str(out_dir)], capture_output=True, text=True,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES=""))
+    if run.returncode != 0:
+        raise ExportError(f"TFLite conversion of {onnx_path} failed:\n{run.stderr[-3000:]}")
+    return {v: out_dir / f"model_{v}.tflite" for v in TFLITE_VARIANTS}
+
+
+def write_submission(tflite: Path, out: Path) -> Path:
+    args = {"selected_columns": SELECTED_COLUMNS}
+    write_json(out / "inference_args.json", args)
+    zpath = out / "submission.zip"
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            z.write(tflite, "model.tflite")
+            z.writestr("inference_args.json", json.dumps(args))
+    atomic_write(zpath, write)
+    return zpath
+
+
+def export(checkpoint: str | Path, out: str | Path, max_frames: int | None = 320, fp16: bool = False,
+           tflite: bool = True, stats: str | Path | None = None, log=print) -> dict:
+    """Write model.onnx, model_{float32,float16,int8}.tflite, model.tflite (the submitted variant),
+    inference_args.json and submission.zip; returns the files and their sizes."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    module, cfg = build(Path(checkpoint), stats, max_frames=max_frames)
+    result: dict = {"checkpoint": str(checkpoint), "max_frames": module.max_frames, "files": {}}
+    t0 = time.time()
+    export_onnx(module, out / "model.onnx")
+    log(f"wrote {out / 'model.onnx'} in {time.time() - t0:.1f} s")
+    if tflite:
+        t0 = time.time()
+        variants = convert_tflite(out / "model.onnx", out)
+        log(f"wrote TFLite {', '.join(TFLITE_VARIANTS)} in {time.time() - t0:.1f} s")
+        chosen = variants["float16" if fp16 else "float32"]
+        atomic_write(out / "model.tflite", lambda tmp: Path(tmp).write_bytes(chosen.read_bytes()))
+        result["submitted_variant"] = "float16" if fp16 else "float32"
+        zpath = write_submission(out / "model.tflite", out)
+        size = (out / "model.tflite").stat().st_size
+        if size > KAGGLE_SIZE_LIMIT:
+            log(f"warning: model.tflite is {size / 2**20:.1f} MiB, over Kaggle's 40 MB limit; export with --fp16")
+    for f in sorted(out.iterdir()):
+        if f.suffix in (".onnx", ".tflite", ".zip"):
+            result["files"][f.name] = f.stat().st_size
+    write_json(out / "export.json", result)
+    return result
+
+
+def main_sizes(result: dict) -> str:
+    return ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in result["files"].items())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use 'aslfr export'")

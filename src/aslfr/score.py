@@ -1,0 +1,98 @@
+"""Per-sample scores (SEED-SPEC 7.2): predict every prepared sequence and compare with its phrase.
+
+`score` runs one checkpoint over every sequence, whatever its split and whether or not the
+length filter drops it. `merge_out_of_fold` combines the scores of K fold models, each sample
+taking the score of the model that never trained on it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from aslfr.data.shards import ShardDataset, atomic_write, write_table
+from aslfr.metric import sample_score
+
+SCORE_COLUMNS = ("sequence_id", "participant_id", "file_id", "prediction", "phrase", "score")
+
+
+def score(checkpoint: str | Path, data: str | Path, out: str | Path, batch_size: int = 64,
+          indices: np.ndarray | None = None, device: str | None = None, progress: bool = True) -> dict:
+    """Write `out` (parquet, one row per sequence, keyed by sequence_id) and a histogram next to
+    it (`<out>.png`); returns a short summary."""
+    from aslfr.train import Samples, load_model, predict
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, cfg = load_model(Path(checkpoint), device)
+    samples = Samples(Path(data), cfg, train=False)
+    ds = samples.ds
+    idx = np.arange(len(ds)) if indices is None else np.asarray(indices)
+    preds = predict(model, samples, idx, batch_size=batch_size, device=device, progress=progress)
+    table = score_table(ds, idx, preds)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_table(out, table)
+    plot_histogram(table["score"], histogram_path(out))
+    return {"sequences": len(idx), "mean_score": float(np.mean(table["score"])) if len(idx) else float("nan")}
+
+
+def score_table(ds: ShardDataset, idx: np.ndarray, preds: list[str]) -> dict[str, np.ndarray | list]:
+    phrases = [ds.phrases[i] for i in idx]
+    return {"sequence_id": ds.meta["sequence_id"][idx].astype(np.int64),
+            "participant_id": ds.meta["participant_id"][idx].astype(np.int64),
+            "file_id": ds.meta["file_id"][idx].astype(np.int64),
+            "prediction": list(preds), "phrase": phrases,
+            "score": np.array([sample_score(p, t) for p, t in zip(preds, phrases)], dtype=np.float64)}
+
+
+def read_score_table(path: str | Path) -> dict[str, np.ndarray | list]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; write it with 'aslfr score'")
+    table = pq.read_table(path)
+    missing = [c for c in SCORE_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}; expected {list(SCORE_COLUMNS)}")
+    return {c: (table.column(c).to_pylist() if c in ("prediction", "phrase")
+                else table.column(c).to_numpy()) for c in SCORE_COLUMNS}
+
+
+def merge_out_of_fold(parts: list[Path], out: Path) -> dict:
+    """Concatenate fold score files (each covering the samples its model did not see); a sample
+    scored twice or never is an error."""
+    tables = [read_score_table(p) for p in parts]
+    merged = {c: (sum((t[c] for t in tables), []) if c in ("prediction", "phrase")
+                  else np.concatenate([t[c] for t in tables])) for c in SCORE_COLUMNS}
+    ids, counts = np.unique(merged["sequence_id"], return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"out-of-fold scores: sequence_id {ids[counts > 1][0]} is scored by more than one fold")
+    order = np.argsort(merged["sequence_id"], kind="stable")
+    merged = {c: ([v[i] for i in order] if isinstance(v, list) else v[order]) for c, v in merged.items()}
+    write_table(out, merged)
+    plot_histogram(merged["score"], histogram_path(out))
+    return {"sequences": len(order), "mean_score": float(np.mean(merged["score"]))}
+
+
+def histogram_path(scores_path: Path) -> Path:
+    return scores_path.with_suffix(".png")
+
+
+def plot_histogram(values: np.ndarray, png: Path, threshold: float | None = None,
+                   title: str = "per-sample score") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    clipped = np.clip(np.asarray(values, dtype=float), -1.0, 1.0)  # scores can be very negative
+    ax.hist(clipped, bins=np.linspace(-1, 1, 41), color="#4477aa")
+    if threshold is not None:
+        ax.axvline(threshold, color="#cc3311", ls="--", label=f"threshold {threshold:g}")
+        ax.legend()
+    ax.set(title=title, xlabel="1 - normalised Levenshtein (clipped to [-1, 1])", ylabel="sequences", yscale="log")
+    fig.tight_layout()
+    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=80))
+    plt.close(fig)
