@@ -5,26 +5,39 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo
 
-.PHONY: install demo test bench clean
+TOOLS ?= .tools/onnx2tf
+
+.PHONY: install tools demo test bench clean
 
 install: $(VENV)/.installed
+
+# The TFLite converter (onnx2tf pins its own TensorFlow and NumPy) and tflite-runtime 2.14.0,
+# the runtime Kaggle's evaluator used, in their own environment.
+tools: $(TOOLS)/.installed
+
+$(TOOLS)/.installed:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --upgrade pip
+	$(TOOLS)/bin/pip install -q onnx2tf==1.29.24 tensorflow==2.19.0 onnx==1.19.1 onnxsim==0.4.36 \
+		numpy==1.26.4 tflite-runtime==2.14.0 'pyarrow<20'
+	touch $@
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,export]'
 	touch $@
 
-demo: install
+demo: install tools
 	$(VENV)/bin/aslfr synth $(DEMO_DIR)/data --sequences 2000 --participants 16 --files 4 --seed 0 --workers 2
-	$(VENV)/bin/aslfr prepare $(DEMO_DIR)/data $(DEMO_DIR)/prepared --workers 2
+	$(VENV)/bin/aslfr pipeline --data $(DEMO_DIR)/data --out $(DEMO_DIR)/run --preset demo
 
-test: install
+test: install tools
 	$(PY) -m pytest -q
 
 bench: install
 	$(PY) benchmarks/prepare.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR)
+	rm -rf $(VENV) $(TOOLS) $(DEMO_DIR)

@@ -22,3 +22,18 @@ def prepared_dir(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     out = tmp_path_factory.mktemp("prepared")
     prepare(synth_dir, out, progress=False)
     return out
+
+
+TINY = ["dim=32", "heads=2", "stages=1", "kernel_sizes=5,3", "batch_size=8", "epochs=3",
+        "eval_every=1", "checkpoint_every=1", "workers=0", "max_len=64", "warmup_epochs=1"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(prepared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model trained for a few epochs: enough to have real, non-random weights."""
+    from aslfr.config import preset
+    from aslfr.train import train
+
+    out = tmp_path_factory.mktemp("trained")
+    train(preset("demo").override(TINY + ["epochs=4"]), prepared_dir, out, progress=False)
+    return out

@@ -15,8 +15,7 @@ from aslfr.config import preset
 from aslfr.data.shards import ShardDataset
 from aslfr.train import (EpochBatches, TrainingError, select_samples, train, validation_mask)
 
-TINY = ["dim=32", "heads=2", "stages=1", "kernel_sizes=5,3", "batch_size=8", "epochs=3",
-        "eval_every=1", "checkpoint_every=1", "workers=0", "max_len=64", "warmup_epochs=1"]
+from conftest import TINY
 
 
 def _cfg(*extra: str):

@@ -100,11 +100,12 @@ PRESETS: dict[str, Config] = {
     "seed-base": Config(),
     "seed-final": Config(stages=5, max_len=340, batch_size=256, epochs=1500, late_dropout=0.8,
                          late_dropout_start_epoch=15, train_filter="score"),
-    # Small enough to learn the synthetic data in minutes on a 2-core CPU.
-    "demo": Config(stages=2, dim=128, heads=4, max_len=128, batch_size=32, epochs=20, lr=2e-3,
-                   warmup_epochs=2, late_dropout=0.2, split="participant", val_fraction=0.2,
-                   eval_every=4, checkpoint_every=4, mask_padding=True, ctc_true_lengths=True,
-                   pad_to_batch=True, workers=1),
+    # Small enough to learn the synthetic data in minutes on a 2-core CPU: 64 frames, batch 16,
+    # a higher learning rate and lighter dropout than the seed (measured in README).
+    "demo": Config(stages=2, dim=128, heads=4, max_len=64, batch_size=16, epochs=12, lr=3e-3,
+                   warmup_epochs=2, branch_dropout=0.1, attention_dropout=0.1, late_dropout=0.1,
+                   split="participant", val_fraction=0.2, eval_every=4, checkpoint_every=4,
+                   mask_padding=True, ctc_true_lengths=True, pad_to_batch=True, workers=1),
 }
 PRESETS["demo-final"] = dataclasses.replace(PRESETS["demo"], stages=3, train_filter="score")
 

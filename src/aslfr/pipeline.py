@@ -63,7 +63,8 @@ class Pipeline:
         self.s = s
         self.out = Path(s.out)
         self.base_cfg, self.final_cfg = s.configs()
-        self.control_cfg = self.final_cfg.override(["train_filter=length"])
+        # the final model without the score filter: its settings do not depend on min_score
+        self.control_cfg = preset(PIPELINE_PRESETS[s.preset][1]).override(s.overrides + ["train_filter=length"])
         self.records = self.out / "stages"
         self.fingerprints: dict[str, str] = {}
 

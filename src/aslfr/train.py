@@ -282,6 +282,10 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
     ckpt = last_checkpoint(out) if resume else None
     if resume and ckpt is None and env.main:
         print(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
+    if len(split["train"]) < cfg.batch_size:
+        why = (f"score > {cfg.min_score:g}" if cfg.train_filter == "score" else "the length filter")
+        raise TrainingError(f"only {len(split['train'])} training samples remain after {why} "
+                            f"({len(split['dropped_by_filter'])} dropped): fewer than one batch of {cfg.batch_size}")
     steps_per_epoch = len(split["train"]) // cfg.batch_size
     model = FingerspellingModel(cfg, steps_per_epoch).to(env.device)
     opt = Lookahead(RAdam(model.parameters(), lr=cfg.lr, eps=1e-7, threshold=cfg.radam_threshold),
