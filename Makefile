@@ -7,7 +7,9 @@ DEMO_DIR ?= demo
 
 TOOLS ?= .tools/onnx2tf
 
-.PHONY: install tools demo test bench clean
+VIDEO ?= .tools/video
+
+.PHONY: install tools video demo test bench clean
 
 install: $(VENV)/.installed
 
@@ -29,15 +31,24 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,export]'
 	touch $@
 
+# MediaPipe Holistic (the 'video' extra) needs numpy<2: its own environment, which aslfr calls.
+video: $(VIDEO)/.installed
+
+$(VIDEO)/.installed:
+	$(PYTHON) -m venv $(VIDEO)
+	$(VIDEO)/bin/pip install -q --upgrade pip
+	$(VIDEO)/bin/pip install -q mediapipe==0.10.21 'numpy<2' 'pyarrow<20' 'tqdm>=4.60' scikit-image==0.26.0
+	touch $@
+
 demo: install tools
 	$(VENV)/bin/aslfr synth $(DEMO_DIR)/data --sequences 2000 --participants 16 --files 4 --seed 0 --workers 2
 	$(VENV)/bin/aslfr pipeline --data $(DEMO_DIR)/data --out $(DEMO_DIR)/run --preset demo
 
-test: install tools
+test: install tools video
 	$(PY) -m pytest -q
 
 bench: install
 	$(PY) benchmarks/prepare.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(DEMO_DIR)
+	rm -rf $(VENV) $(TOOLS) $(VIDEO) $(DEMO_DIR)

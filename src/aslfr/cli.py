@@ -82,6 +82,34 @@ def _evaluate(a: argparse.Namespace) -> None:
         print(format_result(evaluate_in_runtime(a.submission, a.data, a.limit, runtime)), flush=True)
 
 
+def _landmarks(a: argparse.Namespace) -> None:
+    from aslfr.video import extract_landmarks
+
+    out = extract_landmarks(a.video, a.out, sequence_id=a.sequence_id)
+    print(f"wrote {out}")
+
+
+def _transcribe(a: argparse.Namespace) -> None:
+    import json
+
+    from aslfr.video import transcribe
+
+    results = transcribe(a.input, a.model, a.sequence_id, progress=not a.json)
+    if a.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{r['sequence_id']}\t{r['text']}")
+
+
+def _show(a: argparse.Namespace) -> None:
+    from aslfr.video import show
+
+    r = show(a.data, a.sequence_id, a.out, model=a.model, fps=a.fps, every=a.every)
+    pred = f", prediction {r['prediction']!r}" if r["prediction"] is not None else ""
+    print(f"wrote {r['out']}: {r['frames']} frames of {r['phrase']!r}{pred}")
+
+
 def format_summary(s: dict) -> str:
     lines = [f"counts: " + ", ".join(f"{k}={v}" for k, v in s["counts"].items())]
     for name, v in s["validation_scores"].items():
@@ -154,6 +182,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ai-edge-litert (default) and/or tflite-runtime 2.14.0 (converter environment); repeatable")
     p.set_defaults(func=_evaluate, runtime=None)
 
+    p = sub.add_parser("landmarks", help="MediaPipe Holistic over a video -> a Kaggle-layout parquet")
+    p.add_argument("video", type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--sequence-id", type=int, default=0)
+    p.set_defaults(func=_landmarks)
+
+    p = sub.add_parser("transcribe", help="video, parquet or directory -> text, with an exported model")
+    p.add_argument("input", type=Path)
+    p.add_argument("--model", required=True, type=Path, help="submission.zip or model.onnx")
+    p.add_argument("--sequence-id", type=int, help="only this sequence of a parquet")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_transcribe)
+
+    p = sub.add_parser("show", help="draw a sequence to a GIF or MP4, optionally with a model's prediction")
+    p.add_argument("--data", required=True, type=Path, help="Kaggle-layout data directory")
+    p.add_argument("--sequence-id", required=True, type=int)
+    p.add_argument("--out", required=True, type=Path, help="clip.gif or clip.mp4")
+    p.add_argument("--model", type=Path, help="submission.zip or model.onnx")
+    p.add_argument("--fps", type=int, default=15)
+    p.add_argument("--every", type=int, default=1, help="draw every N-th frame")
+    p.set_defaults(func=_show)
+
     from aslfr.pipeline import PIPELINE_PRESETS, STAGES
     p = sub.add_parser("pipeline", help="prepare, base, score, final, control, export, evaluate, report")
     p.add_argument("--data", required=True, type=Path, help="Kaggle-layout data directory")
@@ -174,11 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     from aslfr.data.kaggle import DataError
     from aslfr.export import ExportError
     from aslfr.train import TrainingError
+    from aslfr.video import MissingExtra
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (DataError, TrainingError, ExportError, FileNotFoundError, ValueError) as e:
+    except (DataError, TrainingError, ExportError, MissingExtra, FileNotFoundError, ValueError) as e:
         print(f"aslfr {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

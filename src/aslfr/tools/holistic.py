@@ -1,0 +1,118 @@
+"""MediaPipe Holistic on a video or image -> one sequence in the Kaggle layout.
+
+    python holistic.py INPUT OUT.parquet [--sequence-id N]
+
+Runs in the environment that holds the `video` extra (mediapipe 0.10.21, which bundles the
+Holistic models in its wheel, and numpy<2). Writes `sequence_id` (index), `frame`, then the 1,629
+landmark columns in Kaggle's names and order; NaN wherever a part is not detected. Imports only
+aslfr.landmarks from the project (plain NumPy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from aslfr.landmarks import LANDMARK_COLUMNS, PARTS  # noqa: E402
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+def frames_of(path: Path):
+    import cv2
+
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        image = cv2.imread(str(path))
+        if image is None:
+            raise SystemExit(f"{path}: not a readable image")
+        yield image
+        return
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise SystemExit(f"{path}: not a readable video")
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield frame
+    finally:
+        cap.release()
+
+
+def frame_count(path: Path) -> int | None:
+    import cv2
+
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return 1
+    cap = cv2.VideoCapture(str(path))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    return n if n > 0 else None
+
+
+def landmarks_row(result) -> np.ndarray:
+    """One frame's 1,629 values (x of every part, then y, then z), NaN where a part is missing."""
+    row = np.full((3, sum(PARTS.values())), np.nan, np.float32)
+    parts = {"face": result.face_landmarks, "left_hand": result.left_hand_landmarks,
+             "pose": result.pose_landmarks, "right_hand": result.right_hand_landmarks}
+    start = 0
+    for name, n in PARTS.items():
+        found = parts[name]
+        if found is not None:
+            pts = np.array([[p.x, p.y, p.z] for p in found.landmark[:n]], np.float32)
+            row[:, start:start + len(pts)] = pts.T
+        start += n
+    return row.reshape(-1)
+
+
+def run(src: Path, out: Path, sequence_id: int, progress: bool = True) -> int:
+    import cv2
+    import mediapipe as mp
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    rows = []
+    static = src.suffix.lower() in IMAGE_SUFFIXES
+    with mp.solutions.holistic.Holistic(static_image_mode=static, model_complexity=1,
+                                        refine_face_landmarks=False) as holistic:
+        for frame in tqdm(frames_of(src), total=frame_count(src), desc="landmarks", unit="frame",
+                          disable=not progress):
+            rows.append(landmarks_row(holistic.process(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))))
+    values = np.stack(rows) if rows else np.zeros((0, len(LANDMARK_COLUMNS)), np.float32)
+    columns = {"sequence_id": pa.array(np.full(len(values), sequence_id, np.int64)),
+               "frame": pa.array(np.arange(len(values), dtype=np.int16))}
+    for k, name in enumerate(LANDMARK_COLUMNS):
+        columns[name] = pa.array(values[:, k])
+    table = pa.table(columns)
+    table = table.replace_schema_metadata({b"pandas": (
+        b'{"index_columns": ["sequence_id"], "column_indexes": [], "columns": [], "creator": {"library": "aslfr"}, '
+        b'"pandas_version": "2.0.0"}')})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    pq.write_table(table, tmp)
+    os.replace(tmp, out)
+    return len(values)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("input", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--sequence-id", type=int, default=0)
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args()
+    if not a.input.is_file():
+        raise SystemExit(f"{a.input}: not found")
+    n = run(a.input, a.out, a.sequence_id, progress=not a.no_progress)
+    print(f"{n} frames -> {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""Video in, text out, and pictures of the data.
+
+- `landmarks`: MediaPipe Holistic over a video (or image) -> one Kaggle-layout sequence. It runs
+  in the environment that holds the `video` extra (mediapipe 0.10.21 needs numpy<2, so it lives
+  apart from the main environment: `make video` creates `.tools/video`; `ASLFR_VIDEO_PYTHON`
+  names another).
+- `transcribe`: a video, a Kaggle-layout parquet or a directory of them -> text, with an exported
+  model (submission.zip via TFLite, or model.onnx via ONNX Runtime).
+- `show`: a sequence drawn frame by frame to a GIF or MP4, with the true phrase and, given a
+  model, the prediction growing as the frames arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from aslfr.data.kaggle import DataError, read_landmarks
+from aslfr.landmarks import SELECTED_COLUMNS
+from aslfr.vocab import CHARACTERS
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".png", ".jpg", ".jpeg"}
+INSTALL_HINT = ("MediaPipe is not installed: run 'make video' (an environment with the 'video' extra: "
+                "mediapipe==0.10.21, numpy<2) or set ASLFR_VIDEO_PYTHON to a Python that has it")
+
+
+class MissingExtra(RuntimeError):
+    pass
+
+
+def video_python() -> Path:
+    env = os.environ.get("ASLFR_VIDEO_PYTHON")
+    if env:
+        return Path(env)
+    try:  # the current environment has the extra
+        import mediapipe  # noqa: F401
+        return Path(sys.executable)
+    except ImportError:
+        return Path(__file__).resolve().parents[2] / ".tools" / "video" / "bin" / "python"
+
+
+def extract_landmarks(video: str | Path, out: str | Path, sequence_id: int = 0, progress: bool = True) -> Path:
+    video, out = Path(video), Path(out)
+    if not video.is_file():
+        raise FileNotFoundError(f"{video}: not found")
+    python = video_python()
+    if not python.is_file():
+        raise MissingExtra(INSTALL_HINT)
+    script = Path(__file__).parent / "tools" / "holistic.py"
+    cmd = [str(python), str(script), str(video), str(out), "--sequence-id", str(sequence_id)]
+    if not progress:
+        cmd.append("--no-progress")
+    run = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, text=True,
+                         env=dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2"))
+    if run.returncode != 0:
+        if "No module named 'mediapipe'" in (run.stderr or ""):
+            raise MissingExtra(INSTALL_HINT)
+        raise DataError(f"{video}: landmark extraction failed: {(run.stderr or run.stdout or '').strip()[-500:]}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+class ExportedModel:
+    """A submission.zip (TFLite) or a model.onnx, called the way Kaggle calls it."""
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: model not found")
+        if path.suffix == ".zip":
+            from ai_edge_litert.interpreter import Interpreter
+
+            with zipfile.ZipFile(path) as z:
+                self.columns = json.loads(z.read("inference_args.json"))["selected_columns"]
+                interpreter = Interpreter(model_content=z.read("model.tflite"), num_threads=1)
+            runner = interpreter.get_signature_runner("serving_default")
+            self._run = lambda x: runner(inputs=x)["outputs"]
+        elif path.suffix == ".onnx":
+            import onnxruntime as ort
+
+            self.columns = SELECTED_COLUMNS
+            session = ort.InferenceSession(str(path))
+            self._run = lambda x: session.run(None, {"inputs": x})[0]
+        else:
+            raise ValueError(f"{path}: expected a submission .zip or a .onnx model")
+
+    def __call__(self, frames: np.ndarray) -> str:
+        out = self._run(np.ascontiguousarray(frames, dtype=np.float32))
+        return "".join(CHARACTERS[i] for i in np.argmax(out, axis=1) if i < len(CHARACTERS))
+
+
+def parquet_sequences(path: Path, columns: list[str], sequence_id: int | None = None):
+    ids, _, values = read_landmarks(path, columns)
+    unique, starts = np.unique(ids, return_index=True)
+    ends = list(starts[1:]) + [len(ids)]
+    found = False
+    for sid, a, b in zip(unique, starts, ends):
+        if sequence_id is None or int(sid) == sequence_id:
+            found = True
+            yield int(sid), values[a:b]
+    if sequence_id is not None and not found:
+        raise DataError(f"{path}: no sequence_id {sequence_id}")
+
+
+def transcribe(inputs: str | Path, model: str | Path, sequence_id: int | None = None,
+               progress: bool = False) -> list[dict]:
+    src = Path(inputs)
+    runner = ExportedModel(model)
+    if src.is_dir():
+        files = sorted(p for p in src.rglob("*") if p.suffix == ".parquet" or p.suffix.lower() in VIDEO_SUFFIXES)
+        if not files:
+            raise DataError(f"{src}: no parquet or video files inside")
+    elif src.is_file():
+        files = [src]
+    else:
+        raise FileNotFoundError(f"{src}: not found")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="aslfr-") as tmp:
+        for f in files:
+            parquet = f
+            if f.suffix.lower() in VIDEO_SUFFIXES:
+                parquet = extract_landmarks(f, Path(tmp) / f"{f.stem}.parquet", progress=progress)
+            for sid, frames in parquet_sequences(parquet, runner.columns, sequence_id):
+                results.append({"input": str(f), "sequence_id": sid, "frames": len(frames), "text": runner(frames)})
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Pictures
+# --------------------------------------------------------------------------------------------
+
+HAND_EDGES = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (5, 9), (9, 10), (10, 11),
+              (11, 12), (9, 13), (13, 14), (14, 15), (15, 16), (13, 17), (17, 18), (18, 19), (19, 20), (0, 17)]
+# within the 14 selected pose points: 0-6 are left 11,13,15,17,19,21,23; 7-13 right 12,...,24
+POSE_EDGES = [(0, 1), (1, 2), (2, 3), (2, 4), (2, 5), (7, 8), (8, 9), (9, 10), (9, 11), (9, 12),
+              (0, 7), (0, 6), (7, 13), (6, 13)]
+
+
+def find_sequence(data_dir: Path, sequence_id: int) -> tuple[Path, str]:
+    """The parquet file and phrase of a sequence, from train.csv or supplemental_metadata.csv."""
+    import csv
+
+    for name in ("train.csv", "supplemental_metadata.csv"):
+        csv_path = data_dir / name
+        if not csv_path.is_file():
+            continue
+        with open(csv_path, newline="") as f:
+            for r in csv.DictReader(f):
+                if int(r["sequence_id"]) == sequence_id:
+                    return data_dir / r["path"], r["phrase"]
+    raise DataError(f"{data_dir}: sequence_id {sequence_id} is in neither train.csv nor supplemental_metadata.csv")
+
+
+def _box(points: np.ndarray, margin: float = 0.1) -> tuple[np.ndarray, float]:
+    """Centre and half-size of a square around the finite points (robust to stray frames)."""
+    finite = points[np.isfinite(points).all(-1)]
+    if not len(finite):
+        return np.array([0.5, 0.5]), 0.5
+    lo, hi = np.percentile(finite, 1, axis=0), np.percentile(finite, 99, axis=0)
+    return (lo + hi) / 2, float((hi - lo).max()) / 2 * (1 + margin) + 1e-3
+
+
+def _draw(ax, p: np.ndarray, centre: np.ndarray, half: float, body: bool) -> None:
+    ax.clear()
+    ax.set_xlim(centre[0] - half, centre[0] + half)
+    ax.set_ylim(centre[1] + half, centre[1] - half)  # image coordinates: y grows downwards
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if body:
+        for a, b in POSE_EDGES:
+            ax.plot(p[[86 + a, 86 + b], 0], p[[86 + a, 86 + b], 1], "-", color="#009988", lw=1.5)
+        ax.plot(p[42:86, 0], p[42:86, 1], ".", color="#777777", ms=2)
+    for offset, colour in ((0, "#ee7733"), (21, "#0077bb")):
+        for a, b in HAND_EDGES:
+            ax.plot(p[[offset + a, offset + b], 0], p[[offset + a, offset + b], 1], "-", color=colour,
+                    lw=2.5 if not body else 1.2)
+        ax.plot(p[offset:offset + 21, 0], p[offset:offset + 21, 1], "o", color=colour, ms=4 if not body else 1.5)
+
+
+def render_frames(frames: np.ndarray, phrase: str | None, predictions: list[str] | None = None,
+                  height: int = 300) -> list[np.ndarray]:
+    """[T, 200] selected columns -> T RGB images: on the left the whole signer (arms green, lips
+    and nose grey, right hand orange, left hand blue), on the right the signing hand close up;
+    below, the true phrase and the running prediction."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xy = np.stack([frames[:, :100], frames[:, 100:]], -1)  # [T, 100, 2]
+    seen = [np.isfinite(xy[:, s:s + 21]).all(-1).any(-1).sum() for s in (0, 21)]
+    hand = 0 if seen[0] >= seen[1] else 21
+    body_box = _box(xy.reshape(-1, 2))
+    hand_box = _box(xy[:, hand:hand + 21].reshape(-1, 2))
+    fig = plt.figure(figsize=(2 * height / 80, (height + 50) / 80), dpi=80)
+    body_ax = fig.add_axes([0.01, 50 / (height + 50), 0.48, height / (height + 50) - 0.06])
+    hand_ax = fig.add_axes([0.51, 50 / (height + 50), 0.48, height / (height + 50) - 0.06])
+    text = fig.add_axes([0, 0, 1, 50 / (height + 50)])
+    images = []
+    for t in range(len(xy)):
+        _draw(body_ax, xy[t], *body_box, body=True)
+        _draw(hand_ax, xy[t], *hand_box, body=False)
+        body_ax.set_title(f"frame {t + 1}/{len(xy)}", fontsize=8)
+        hand_ax.set_title(("right" if hand == 0 else "left") + " hand", fontsize=8)
+        text.clear()
+        text.axis("off")
+        if phrase is not None:
+            text.text(0.02, 0.55, f"true: {phrase}", fontsize=10, family="monospace")
+        if predictions is not None:
+            text.text(0.02, 0.1, f"pred: {predictions[t]}", fontsize=10, family="monospace", color="#cc3311")
+        fig.canvas.draw()
+        images.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+    plt.close(fig)
+    return images
+
+
+def show(data_dir: str | Path, sequence_id: int, out: str | Path, model: str | Path | None = None,
+         fps: int = 15, every: int = 1) -> dict:
+    import imageio.v3 as iio
+
+    data_dir, out = Path(data_dir), Path(out)
+    if out.suffix.lower() not in (".gif", ".mp4"):
+        raise ValueError(f"{out}: expected a .gif or .mp4 output")
+    parquet, phrase = find_sequence(data_dir, sequence_id)
+    (_, frames), = list(parquet_sequences(parquet, SELECTED_COLUMNS, sequence_id))
+    shown = list(range(0, len(frames), every))
+    predictions = None
+    if model is not None:
+        runner = ExportedModel(model)
+        predictions = [runner(frames[:t + 1]) for t in shown]  # what the model says after each frame
+    images = render_frames(frames[shown], phrase, predictions)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
+    if out.suffix.lower() == ".gif":
+        iio.imwrite(tmp, np.stack(images), extension=".gif", duration=1000 / fps, loop=0)
+    else:
+        iio.imwrite(tmp, np.stack(images), extension=".mp4", fps=fps, codec="libx264")
+    os.replace(tmp, out)
+    return {"frames": len(images), "phrase": phrase, "prediction": predictions[-1] if predictions else None,
+            "out": str(out)}
+
+
+__all__ = ["extract_landmarks", "transcribe", "show", "render_frames", "MissingExtra", "ExportedModel"]
