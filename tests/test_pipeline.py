@@ -37,6 +37,8 @@ def test_pipeline_runs_every_stage_then_skips_what_is_up_to_date(synth_dir: Path
     report = (out / "report.md").read_text()
     assert "report_scores.png" in report and "base/curves.png" in report and "Worst-scored" in report
     assert (out / "report_scores.png").is_file()
+    assert len(summary["worst_clips"]) == 3 and all((out / c).stat().st_size > 0 for c in summary["worst_clips"])
+    assert summary["worst_clips"][0] in report
     capsys.readouterr()
 
     before = {p: p.stat().st_mtime_ns for p in (out / "base" / "checkpoints").iterdir()}

@@ -98,7 +98,7 @@ class Pipeline:
             return {"enabled": self.s.export}
         if stage == "evaluate":
             return {"enabled": self.s.export, "limit": self.s.evaluate_limit}
-        return {"version": 1}
+        return {"version": 2}
 
     _UPSTREAM = {"prepare": [], "base": ["prepare"], "score": ["base"], "final": ["score"],
                  "control": ["prepare"], "export": ["final"], "evaluate": ["export"],

@@ -113,14 +113,29 @@ def write_report(p: "Pipeline") -> dict:
               "phrase": ds.phrases[i], "prediction": scores["prediction"][by_id[int(ids[i])]],
               "score": float(score_of[i]), "planted": kinds[i] or "-"} for i in pop_idx]
 
+    clips = _worst_clips(p, worst[:3])
     summary = {"preset": p.s.preset, "folds": p.s.folds, "min_score": min_score, "counts": counts,
                "validation_scores": models, "filters": filters, "stage_seconds": stage_seconds,
-               "evaluation": evaluation, "worst_scored": worst}
+               "evaluation": evaluation, "worst_scored": worst, "worst_clips": clips}
     write_json(p.out / "summary.json", summary)
     plot_histogram(score_of[population], p.out / "report_scores.png", threshold=min_score,
                    title="base model's per-sample scores" + (" (out of fold)" if p.s.folds > 1 else ""))
     atomic_write(p.out / "report.md", lambda tmp: Path(tmp).write_text(_markdown(summary, p)))
     return {"summary": str(p.out / "summary.json"), "report": str(p.out / "report.md")}
+
+
+def _worst_clips(p: "Pipeline", worst: list[dict]) -> list[str]:
+    """GIFs of the worst-scored samples (aslfr show), with the exported model's prediction when
+    there is one; relative to the run directory."""
+    from aslfr.video import show
+
+    model = p.out / "export" / "submission.zip"
+    clips = []
+    for w in worst:
+        name = f"worst_{w['sequence_id']}.gif"
+        show(p.s.data, w["sequence_id"], p.out / "clips" / name, model=model if model.is_file() else None, every=3)
+        clips.append(f"clips/{name}")
+    return clips
 
 
 def _f(x: object) -> str:
@@ -158,6 +173,8 @@ def _markdown(s: dict, p: "Pipeline") -> str:
     for w in s["worst_scored"]:
         lines.append(f"| {w['sequence_id']} | {w['participant_id']} | `{w['phrase']}` | `{w['prediction']}` | "
                      f"{w['score']:.2f} | {w['planted']} |")
+    for clip in s.get("worst_clips", []):
+        lines += ["", f"![{clip}]({clip})"]
     lines += ["", "## Stage wall times (s)", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {_f(v)} |" for k, v in s["stage_seconds"].items()]
     if s.get("evaluation"):
