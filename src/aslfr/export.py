@@ -45,7 +45,8 @@ def export_onnx(module: torch.nn.Module, path: Path) -> None:
     from torch.export import Dim
 
     example = torch.randn(32, N_COLUMNS)
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the exporter's chatter
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            warnings.catch_warnings():  # the exporter's chatter
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module, (example,), dynamo=True, external_data=False, opset_version=18,
                                     input_names=["inputs"], output_names=["outputs"], verbose=False,
