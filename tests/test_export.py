@@ -30,7 +30,6 @@ def test_greedy_rows_is_greedy_ctc_compacted() -> None:
             logits = torch.randn(t, BLANK + 1, generator=g)
             # plant runs of repeats and blanks
             logits[torch.rand(t, generator=g) < 0.3, BLANK] += 10
-            best = logits.argmax(-1)
             for k in range(1, t):
                 if torch.rand(1, generator=g) < 0.3:
                     logits[k] = logits[k - 1]
@@ -40,7 +39,6 @@ def test_greedy_rows_is_greedy_ctc_compacted() -> None:
             assert _decode(rows) == expected
             n = len(expected)
             assert (rows[:n].argmax(1) < BLANK).all() and (rows[n:].argmax(1) == BLANK).all()
-            del best
 
 
 @pytest.fixture(scope="module")

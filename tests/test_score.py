@@ -66,3 +66,21 @@ def test_template_baseline_decodes_held_out_signers(prepared_dir: Path) -> None:
     assert r["templates"] > 20 and -1.0 < r["baseline_val_score"] <= 1.0
     model = TemplateBaseline().fit(ds, train)
     assert all(set(model.predict_one(ds.coords(int(i)))) <= set(model.chars) for i in val[:5])
+
+
+def test_scoring_normalises_with_the_checkpoints_statistics(trained_run: Path, prepared_dir: Path,
+                                                            tmp_path: Path) -> None:
+    """Scoring other prepared data (other statistics) must preprocess as training did."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(prepared_dir, other)
+    with np.load(other / "stats.npz") as d:
+        mean, std = d["mean"], d["std"]
+    np.savez(other / "stats.npz", mean=mean + 0.5, std=std * 3)
+    ckpt = trained_run / "checkpoints" / "last.pt"
+    a = score(ckpt, prepared_dir, tmp_path / "a.parquet", progress=False)
+    b = score(ckpt, other, tmp_path / "b.parquet", progress=False)
+    assert a == b
+    assert pq.read_table(tmp_path / "a.parquet").column("prediction").to_pylist() == \
+        pq.read_table(tmp_path / "b.parquet").column("prediction").to_pylist()

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import time
 import warnings
 import zipfile
@@ -33,12 +32,17 @@ class ExportError(RuntimeError):
     pass
 
 
-def converter_python() -> Path:
-    env = os.environ.get("ASLFR_CONVERTER_PYTHON")
+def tool_python(env_var: str, name: str) -> Path:
+    """The Python of a tool environment: `$env_var`, else `.tools/<name>` in the source checkout
+    (where `make tools` / `make video` create them)."""
+    env = os.environ.get(env_var)
     if env:
         return Path(env)
-    root = Path(__file__).resolve().parents[2]  # the source checkout (editable install)
-    return root / ".tools" / "onnx2tf" / "bin" / "python"
+    return Path(__file__).resolve().parents[2] / ".tools" / name / "bin" / "python"
+
+
+def converter_python() -> Path:
+    return tool_python("ASLFR_CONVERTER_PYTHON", "onnx2tf")
 
 
 def export_onnx(module: torch.nn.Module, path: Path) -> None:
@@ -112,6 +116,3 @@ def export(checkpoint: str | Path, out: str | Path, max_frames: int | None = 320
 def main_sizes(result: dict) -> str:
     return ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in result["files"].items())
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use 'aslfr export'")

@@ -21,7 +21,6 @@ from aslfr.landmarks import SELECTED_COLUMNS
 from aslfr.vocab import BLANK
 
 N_COLUMNS = len(SELECTED_COLUMNS)
-N_OUTPUTS = BLANK + 1
 
 
 def greedy_rows(logits: torch.Tensor) -> torch.Tensor:
@@ -73,15 +72,14 @@ class InferenceModule(nn.Module):
 def build(checkpoint, stats_path=None, max_frames: int | None = None, decode: bool = True,
           device: str = "cpu") -> tuple[InferenceModule, Config]:
     """The inference module of a training checkpoint; the normalisation statistics travel in the
-    checkpoint's run (RUN_DIR/stats.npz) or come from `stats_path`."""
+    checkpoint, or (for an older checkpoint) come from `stats_path`."""
     import numpy as np
 
     from aslfr.train import load_model
 
-    model, cfg = load_model(checkpoint, device)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if "stats" in state:
-        mean, std = state["stats"]["mean"], state["stats"]["std"]
+    model, cfg, stats = load_model(checkpoint, device)
+    if stats is not None:
+        mean, std = stats
     elif stats_path is not None:
         with np.load(stats_path) as d:
             mean, std = d["mean"], d["std"]

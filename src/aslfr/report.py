@@ -88,8 +88,8 @@ def write_report(p: "Pipeline") -> dict:
     for name in ("final", "control"):
         ckpt = p.out / name / "checkpoints" / "last.pt"
         if ckpt.is_file():
-            model, cfg = load_model(ckpt)
-            models[name] = _val_scores(predict(model, Samples(p.prepared, cfg, train=False), val), targets,
+            model, cfg, stats = load_model(ckpt)
+            models[name] = _val_scores(predict(model, Samples(p.prepared, cfg, train=False, stats=stats), val), targets,
                                        length_ok[val], clean_val)
     base_split = select_samples(ds, p.base_cfg, None)
     models["baseline (nearest template)"] = {

@@ -26,8 +26,8 @@ def score(checkpoint: str | Path, data: str | Path, out: str | Path, batch_size:
     from aslfr.train import Samples, load_model, predict
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, cfg = load_model(Path(checkpoint), device)
-    samples = Samples(Path(data), cfg, train=False)
+    model, cfg, stats = load_model(Path(checkpoint), device)
+    samples = Samples(Path(data), cfg, train=False, stats=stats)  # normalised as in training
     ds = samples.ds
     idx = np.arange(len(ds)) if indices is None else np.asarray(indices)
     preds = predict(model, samples, idx, batch_size=batch_size, device=device, progress=progress)

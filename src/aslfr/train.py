@@ -114,12 +114,15 @@ def select_samples(ds: ShardDataset, cfg: Config, scores_path: Path | None) -> d
 class Samples(Dataset):
     """Items are (epoch, sample index) pairs so that augmentation is seeded by both."""
 
-    def __init__(self, root: Path, cfg: Config, train: bool) -> None:
+    def __init__(self, root: Path, cfg: Config, train: bool,
+                 stats: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """`stats`: the normalisation a trained model was trained with (its checkpoint's);
+        by default the prepared data's own."""
         self.root, self.cfg, self.train = root, cfg, train
         self._ds: ShardDataset | None = None
-        ds = self.ds
-        mean, std = ds.stats()
-        self.mean, self.std = torch.from_numpy(mean), torch.from_numpy(std)
+        mean, std = stats if stats is not None else self.ds.stats()
+        self.mean = torch.as_tensor(np.asarray(mean), dtype=torch.float32)
+        self.std = torch.as_tensor(np.asarray(std), dtype=torch.float32)
 
     @property
     def ds(self) -> ShardDataset:
@@ -255,12 +258,16 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-def load_model(checkpoint: Path, device: str = "cpu") -> tuple[FingerspellingModel, Config]:
+def load_model(checkpoint: Path, device: str = "cpu"
+               ) -> tuple[FingerspellingModel, Config, tuple[np.ndarray, np.ndarray] | None]:
+    """The model, its settings and the normalisation statistics it was trained with (None for a
+    checkpoint written before they were stored)."""
     state = torch.load(checkpoint, map_location=device, weights_only=False)
     cfg = Config.from_dict(state["config"])
     model = FingerspellingModel(cfg).to(device)
     model.load_state_dict(state["model"])
-    return model.eval(), cfg
+    stats = (state["stats"]["mean"], state["stats"]["std"]) if "stats" in state else None
+    return model.eval(), cfg, stats
 
 
 def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,

@@ -37,14 +37,15 @@ class MissingExtra(RuntimeError):
 
 
 def video_python() -> Path:
-    env = os.environ.get("ASLFR_VIDEO_PYTHON")
-    if env:
-        return Path(env)
-    try:  # the current environment has the extra
-        import mediapipe  # noqa: F401
-        return Path(sys.executable)
-    except ImportError:
-        return Path(__file__).resolve().parents[2] / ".tools" / "video" / "bin" / "python"
+    from aslfr.export import tool_python
+
+    if "ASLFR_VIDEO_PYTHON" not in os.environ:
+        try:  # the current environment has the extra
+            import mediapipe  # noqa: F401
+            return Path(sys.executable)
+        except ImportError:
+            pass
+    return tool_python("ASLFR_VIDEO_PYTHON", "video")
 
 
 def extract_landmarks(video: str | Path, out: str | Path, sequence_id: int = 0, progress: bool = True) -> Path:
