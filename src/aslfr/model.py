@@ -117,9 +117,13 @@ class Conv1DBlock(nn.Module):
         self.drop = BranchDropout(drop)
 
     def causal_conv(self, h: torch.Tensor) -> torch.Tensor:
-        """Depthwise conv along time that sees only the current and past frames."""
-        h = F.pad(h.transpose(1, 2), (self.kernel_size - 1, 0))
-        return self.depthwise(h).transpose(1, 2)
+        """Depthwise conv along time that sees only the current and past frames. Run as a 2-D
+        conv over [B, C, 1, T]: the same weights and sums, but onnx2tf turns a rank-4 conv with
+        groups == channels into TFLite's DEPTHWISE_CONV_2D (a rank-3 one becomes a grouped
+        CONV_2D, which only reference kernels run)."""
+        h = F.pad(h.transpose(1, 2), (self.kernel_size - 1, 0))[:, :, None]
+        w = self.depthwise.weight[:, :, None]
+        return F.conv2d(h, w, groups=w.shape[0])[:, :, 0].transpose(1, 2)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         h = self.causal_conv(F.silu(self.expand(x)))
