@@ -89,3 +89,21 @@ def test_pipeline_rejects_unknown_stage_and_preset(synth_dir: Path, tmp_path: Pa
     with pytest.raises(ValueError, match="pipeline preset"):
         Pipeline(PipelineSettings(synth_dir, tmp_path, preset="nope"))
     assert main(["pipeline", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--no-export"]) == 2
+
+
+def test_jobs_2_trains_control_in_its_own_process_with_the_same_result(synth_dir: Path, tmp_path: Path,
+                                                                        capsys) -> None:
+    def losses(run: Path) -> list[float]:
+        return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    assert _run(synth_dir, tmp_path / "one", "--to", "control", "--min-score", "-50") == 0
+    capsys.readouterr()
+    assert _run(synth_dir, tmp_path / "two", "--to", "control", "--jobs", "2", "--min-score", "-50") == 0
+    log = capsys.readouterr().out
+    assert "[control] started in its own process" in log and "[control] done alongside" in log
+    assert "[control] done in" in (tmp_path / "two" / "control.log").read_text()
+    for stage in ("base", "control"):  # one thread instead of the default: the same up to rounding
+        assert np.allclose(losses(tmp_path / "one" / stage), losses(tmp_path / "two" / stage), rtol=1e-4)
+    # up to date afterwards: nothing is started again
+    assert _run(synth_dir, tmp_path / "two", "--to", "control", "--jobs", "2", "--min-score", "-50") == 0
+    assert capsys.readouterr().out.count("up to date, skipped") == 5

@@ -36,16 +36,21 @@ def flip(x: np.ndarray) -> np.ndarray:
 def affine(x: np.ndarray, rng: np.random.Generator, scale=(0.8, 1.2), shear=(-0.15, 0.15),
            degrees=(-30.0, 30.0), shift=(-0.1, 0.1)) -> np.ndarray:
     """Scale; shear x or y (even odds) about (0.5, 0.5); rotate about (0.5, 0.5); shift both axes
-    by one scalar. NaN stays NaN."""
-    centre = np.array([0.5, 0.5], np.float32)
-    xy = x * np.float32(rng.uniform(*scale))
+    by one scalar. NaN stays NaN. The steps compose into one 2x2 matrix and one offset:
+    rotate(shear(k x - c)) + c + shift = A x + (c - A' c + shift), with A = k R M, A' = R M."""
+    k = rng.uniform(*scale)
     s = rng.uniform(*shear)
-    m = np.array([[1.0, s], [0.0, 1.0]] if rng.random() < 0.5 else [[1.0, 0.0], [s, 1.0]], np.float32)
-    xy = (xy - centre) @ m.T + centre
+    m = np.array([[1.0, s], [0.0, 1.0]] if rng.random() < 0.5 else [[1.0, 0.0], [s, 1.0]])
     a = np.radians(rng.uniform(*degrees))
-    r = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]], np.float32)
-    xy = (xy - centre) @ r.T + centre
-    return (xy + np.float32(rng.uniform(*shift))).astype(np.float32)
+    r = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    rm = r @ m
+    offset = 0.5 - rm.sum(1) * 0.5 + rng.uniform(*shift)
+    (a00, a01), (a10, a11) = (rm * k).astype(np.float32)
+    px, py = x[..., 0], x[..., 1]
+    out = np.empty_like(x, dtype=np.float32)
+    out[..., 0] = a00 * px + a01 * py + np.float32(offset[0])
+    out[..., 1] = a10 * px + a11 * py + np.float32(offset[1])
+    return out
 
 
 def temporal_mask(x: np.ndarray, rng: np.random.Generator, size=(0.2, 0.4)) -> np.ndarray:
@@ -63,7 +68,10 @@ def spatial_mask(x: np.ndarray, rng: np.random.Generator, size=(0.2, 0.4)) -> np
     around the unit image)."""
     w = rng.uniform(*size, 2)
     o = rng.uniform(0, 1, 2)
-    inside = np.all(np.mod(x - o, 1.0) < w, axis=-1)  # NaN compares False: stays as it is
+    w, o = w.astype(np.float32), o.astype(np.float32)
+    # NaN compares False: stays as it is
+    dx, dy = x[..., 0] - o[0], x[..., 1] - o[1]
+    inside = (dx - np.floor(dx) < w[0]) & (dy - np.floor(dy) < w[1])  # (x - o) mod 1 < w
     out = x.copy()
     out[inside] = np.nan
     return out

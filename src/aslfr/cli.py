@@ -61,7 +61,7 @@ def _pipeline(a: argparse.Namespace) -> None:
     from aslfr.pipeline import Pipeline, PipelineSettings
 
     settings = PipelineSettings(data=a.data, out=a.out, preset=a.preset, folds=a.folds, min_score=a.min_score,
-                                overrides=a.set, workers=a.workers, export=not a.no_export)
+                                overrides=a.set, workers=a.workers, export=not a.no_export, jobs=a.jobs)
     summary = Pipeline(settings).run(a.from_stage, a.to_stage)
     if summary:
         print(format_summary(summary))
@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="to_stage", choices=STAGES, help="stop after this stage")
     p.add_argument("--workers", type=int, default=2, help="prepare workers")
     p.add_argument("--no-export", action="store_true", help="skip the export and evaluate stages")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="2: train the control model in a second process alongside base, score and final "
+                        "(one thread each; faster on a small CPU)")
     p.set_defaults(func=_pipeline)
     return parser
 
