@@ -42,7 +42,7 @@ $(VIDEO)/.installed:
 
 demo: install tools
 	$(VENV)/bin/aslfr synth $(DEMO_DIR)/data --sequences 2000 --participants 16 --files 4 --seed 0 --workers 2
-	$(VENV)/bin/aslfr pipeline --data $(DEMO_DIR)/data --out $(DEMO_DIR)/run --preset demo
+	$(VENV)/bin/aslfr pipeline --data $(DEMO_DIR)/data --out $(DEMO_DIR)/run --preset demo --jobs 2
 
 test: install tools video
 	$(PY) -m pytest -q

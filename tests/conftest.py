@@ -25,7 +25,8 @@ def prepared_dir(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 TINY = ["dim=32", "heads=2", "stages=1", "kernel_sizes=5,3", "batch_size=8", "epochs=3",
-        "eval_every=1", "checkpoint_every=1", "workers=0", "max_len=64", "warmup_epochs=1"]
+        "eval_every=1", "checkpoint_every=1", "workers=0", "max_len=64", "warmup_epochs=1",
+        "lr=3e-3", "lookahead_alpha=0.5"]  # the tests exercise Lookahead, which the demo preset turns off
 
 
 @pytest.fixture(scope="session")

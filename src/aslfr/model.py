@@ -47,6 +47,17 @@ class BatchNorm(nn.Module):
         return (x * scale + (self.bias - mean * scale)).to(x.dtype)
 
 
+def dropout(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Inverted dropout. On CPU a uniform draw and a compare: about 1.6x faster than
+    `F.dropout`, whose per-element Bernoulli sampler dominated the attention dropout on
+    [B, heads, T, T] (benchmarks/README.md); elsewhere `F.dropout` itself."""
+    if not training or rate == 0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, rate, training=True)
+    return x * (torch.rand_like(x) >= rate).to(x.dtype) * (1.0 / (1.0 - rate))
+
+
 def _global_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum over DDP processes, differentiably; the identity in a single process."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -84,7 +95,7 @@ class LateDropout(nn.Module):
             return x
         active = int(self.step) >= self.start_step
         self.step += 1
-        return F.dropout(x, self.rate, training=True) if active and self.rate > 0 else x
+        return dropout(x, self.rate, training=active)
 
 
 class ECA(nn.Module):
@@ -132,13 +143,13 @@ class Conv1DBlock(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, rate: float) -> None:
         super().__init__()
         self.heads = heads
         self.scale = dim ** -0.5  # the seed scales by the model width, not the head width
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout_rate = rate
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, t, c = x.shape
@@ -147,7 +158,7 @@ class Attention(nn.Module):
         scores = (q @ k.transpose(-1, -2)) * self.scale
         if key_mask is not None:  # [B, T], True where a real frame
             scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-        attn = self.dropout(torch.softmax(scores, dim=-1))
+        attn = dropout(torch.softmax(scores, dim=-1), self.dropout_rate, self.training)
         return self.out((attn @ v).transpose(1, 2).reshape(b, t, c))
 
 

@@ -40,7 +40,7 @@ from aslfr.config import Config, preset
 from aslfr.data.shards import write_json
 
 STAGES = ["prepare", "base", "score", "final", "control", "export", "evaluate", "report"]
-PIPELINE_PRESETS = {"demo": ("demo", "demo-final"), "seed": ("seed-base", "seed-final")}
+PIPELINE_PRESETS = {"demo": ("demo-base", "demo-final"), "seed": ("seed-base", "seed-final")}
 
 
 @dataclass
