@@ -146,13 +146,11 @@ def test_two_processes_train_like_one_on_the_same_global_batch(prepared_dir: Pat
                    check=True, env=env, capture_output=True)
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     assert a.keys() == b.keys()
-    for k in a:  # same shapes, and near (see the loss gap below)
+    for k in a:  # the same up to the order of float32 sums
         assert a[k].shape == b[k].shape
-        if a[k].is_floating_point() and "running" not in k:
-            assert (a[k] - b[k]).abs().max() < 0.01, k
+        if a[k].is_floating_point():
+            assert torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5), k
     ma, mb = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
     assert [r["epoch"] for r in ma] == [r["epoch"] for r in mb] == [1, 2]
-    # Known open gap, not explained yet: 0.5% in the first epoch, 2% by the second at the demo
-    # preset's learning rate (the cross-process BatchNorm gradient was checked and is exact).
-    assert ma[0]["loss"] == pytest.approx(mb[0]["loss"], rel=1e-2)
-    assert ma[1]["loss"] == pytest.approx(mb[1]["loss"], rel=3e-2)
+    for ra, rb in zip(ma, mb):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-4)

@@ -277,7 +277,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
     returns the last metrics row."""
     env = setup_distributed()
     data, out = Path(data), Path(out)
-    torch.manual_seed(cfg.seed + env.rank)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every process
     ds = ShardDataset(data)
     split = select_samples(ds, cfg, Path(scores) if scores else None)
     if env.main:
@@ -295,8 +295,12 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
                             f"({len(split['dropped_by_filter'])} dropped): fewer than one batch of {cfg.batch_size}")
     steps_per_epoch = len(split["train"]) // cfg.batch_size
     model = FingerspellingModel(cfg, steps_per_epoch).to(env.device)
+    # Lookahead copies its slow weights here, before DDP would broadcast rank 0's: they agree
+    # across processes only because every process drew the same initial weights above
     opt = Lookahead(RAdam(model.parameters(), lr=cfg.lr, eps=1e-7, threshold=cfg.radam_threshold),
                     cfg.lookahead_steps, cfg.lookahead_alpha)
+    if env.rank:
+        torch.manual_seed(cfg.seed + env.rank)  # each process its own dropout draws
     if ckpt is not None:
         state = torch.load(ckpt, map_location=env.device, weights_only=False)
         if state["config"] != cfg.to_dict():
