@@ -22,6 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from machine import sgemm_gflops  # noqa: E402
+
 from aslfr.config import preset  # noqa: E402
 from aslfr.export import convert_tflite, export_onnx  # noqa: E402
 from aslfr.inference import InferenceModule, build  # noqa: E402
@@ -78,7 +80,7 @@ def main() -> None:
         for name, path in variants.items():
             runner = Interpreter(str(path), num_threads=1).get_signature_runner("serving_default")
             rows.append((f"TFLite {name}", median_ms(lambda: runner(inputs=x), a.runs), path.stat().st_size))
-    gflops = sgemm_gflops()
+    gflops = sgemm_gflops(a.frames, cfg.dim, 4 * cfg.dim, runs=a.runs)  # T x width x 4 width
     limit = flops_per_sequence(cfg, a.frames) / gflops / 1e6
     print(f"single-thread SGEMM on this machine: {gflops:.0f} GFLOP/s, so the float32 limit of "
           f"{flops_per_sequence(cfg, a.frames) / 1e9:.2f} GFLOPs is {limit:.0f} ms")
@@ -87,13 +89,6 @@ def main() -> None:
     for name, ms, size in rows:
         print(f"{name:<16} {ms:>10.1f} {base / ms:>8.2f}x {ms / limit:>8.2f}x "
               f"{size / 2**20 if size else float('nan'):>9.2f}")
-
-
-def sgemm_gflops(m: int = 320, k: int = 384, n: int = 1536, runs: int = 30) -> float:
-    """Single-thread float32 matmul throughput at the network's own shape (T x width x 4 width):
-    what the float32 limit of this machine is, measured in the same run as the latencies."""
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    return 2 * m * k * n / median_ms(lambda: a @ b, runs) / 1e6
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from machine import sgemm_gflops
+
 from aslfr.config import preset
 from aslfr.model import FingerspellingModel, flops_per_sequence
 from aslfr.optim import Lookahead, RAdam
@@ -54,23 +56,9 @@ def main() -> None:
     print(f"median step: {step:.2f} s over {a.steps} steps")
     print(f"throughput: {a.batch / step:.2f} samples/s")
     print(f"achieved: {flops / step / 1e9:.1f} GFLOP/s ({flops / a.batch / 1e9:.1f} GFLOPs per sample, forward + backward)")
-    peak = sgemm_gflops()
+    peak = sgemm_gflops(a.batch * a.frames, cfg.dim, cfg.dim * cfg.expand)  # the network's own shape
     print(f"SGEMM on this machine, {torch.get_num_threads()} threads: {peak:.0f} GFLOP/s, so the float32 limit is "
           f"{peak * 1e9 / (flops / a.batch):.1f} samples/s; achieved {flops / step / 1e9 / peak:.0%} of it")
-
-
-def sgemm_gflops(m: int = 32 * 380, k: int = 384, n: int = 768, runs: int = 10) -> float:
-    """float32 matmul throughput at the network's own shape (batch x frames, width, 2 x width),
-    measured in the same run as the steps."""
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    for _ in range(2):
-        a @ b
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return 2 * m * k * n / statistics.median(times) / 1e9
 
 
 if __name__ == "__main__":
