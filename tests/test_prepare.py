@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from aslfr.cli import main
-from aslfr.data.kaggle import DataError
+from aslfr.data.kaggle import DataError, read_landmarks
 from aslfr.data.prepare import prepare
 from aslfr.data.shards import METADATA_FIELDS, ShardDataset
 from aslfr.data.tfrecords import encode_example, read_seed_file, write_records
@@ -232,6 +232,46 @@ def test_sequences_missing_on_either_side_and_bad_phrases_are_counted_skips(synt
     assert summary["sequences"] == len(rows) - 3
     ids = set(pq.read_table(tmp_path / "out" / "metadata.parquet").column("sequence_id").to_pylist())
     assert int(gone_from_csv["sequence_id"]) not in ids and 123 not in ids
+    # the skipped sequences' rows stay in the shard, unreferenced: every kept one still reads back
+    ds = ShardDataset(tmp_path / "out")
+    source = pq.read_table(path, columns=["sequence_id", *SELECTED_COLUMNS])
+    source_ids = source.column("sequence_id").to_numpy()
+    source_rows = np.stack([source.column(c).to_numpy() for c in SELECTED_COLUMNS], 1)
+    for i in range(len(ds)):
+        if ds.meta["file_id"][i] == int(rows[2]["file_id"]):
+            expect = source_rows[source_ids == ds.meta["sequence_id"][i]]
+            assert np.array_equal(ds.rows(i), expect, equal_nan=True)
+
+
+@pytest.mark.parametrize("layout", ["row groups", "one row group", "float64 with nulls, shuffled"])
+def test_read_landmarks_gives_the_rows_sorted_whatever_the_file_layout(synth_dir: Path, tmp_path: Path,
+                                                                      layout: str) -> None:
+    table = pq.read_table(_first_parquet(synth_dir), columns=["sequence_id", "frame", *SELECTED_COLUMNS])
+    seq = table.column("sequence_id").to_numpy()
+    expect = np.stack([table.column(c).to_numpy() for c in SELECTED_COLUMNS], 1)
+    path = tmp_path / "f.parquet"
+    if layout == "row groups":
+        pq.write_table(table, path, row_group_size=997)
+    elif layout == "one row group":
+        pq.write_table(table, path)
+    else:
+        gone = np.zeros(len(expect), bool)
+        gone[::7] = True
+        cols = [table.column(0), table.column(1)]
+        cols += [pa.array(expect[:, j].astype(np.float64), mask=gone) for j in range(len(SELECTED_COLUMNS))]
+        expect = np.where(gone[:, None], np.nan, expect)
+        order = np.random.default_rng(0).permutation(len(expect))
+        shuffled = pa.Table.from_arrays(cols, names=table.column_names).take(order)
+        pq.write_table(shuffled, path, row_group_size=1500)
+    assert (pq.ParquetFile(path).metadata.num_row_groups > 1) == (layout != "one row group")
+    got_seq, got_frame, values = read_landmarks(path, threads=2)
+    assert values.dtype == np.float32 and values.flags.c_contiguous
+    frame = table.column("frame").to_numpy()
+    # grouped files keep their order (the synthetic ones list sequences in generation order)
+    order = np.lexsort((frame, seq)) if layout.endswith("shuffled") else np.arange(len(seq))
+    np.testing.assert_array_equal(got_seq, seq[order])
+    np.testing.assert_array_equal(got_frame, frame[order])
+    np.testing.assert_array_equal(values, expect[order].astype(np.float32))
 
 
 def test_unwritable_output_directory(synth_dir: Path, tmp_path: Path) -> None:

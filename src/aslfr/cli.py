@@ -111,7 +111,7 @@ def _show(a: argparse.Namespace) -> None:
 
 
 def format_summary(s: dict) -> str:
-    lines = [f"counts: " + ", ".join(f"{k}={v}" for k, v in s["counts"].items())]
+    lines = ["counts: " + ", ".join(f"{k}={v}" for k, v in s["counts"].items())]
     for name, v in s["validation_scores"].items():
         lines.append(f"{name}: " + ", ".join(f"{k}={x:.4f}" for k, x in v.items()))
     for name, d in s["filters"].items():

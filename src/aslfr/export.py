@@ -102,7 +102,7 @@ def export(checkpoint: str | Path, out: str | Path, max_frames: int | None = 320
         chosen = variants["float16" if fp16 else "float32"]
         atomic_write(out / "model.tflite", lambda tmp: Path(tmp).write_bytes(chosen.read_bytes()))
         result["submitted_variant"] = "float16" if fp16 else "float32"
-        zpath = write_submission(out / "model.tflite", out)
+        write_submission(out / "model.tflite", out)
         size = (out / "model.tflite").stat().st_size
         if size > KAGGLE_SIZE_LIMIT:
             log(f"warning: model.tflite is {size / 2**20:.1f} MiB, over Kaggle's 40 MB limit; export with --fp16")

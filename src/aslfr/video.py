@@ -21,9 +21,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from aslfr.data.kaggle import DataError, read_landmarks
+from aslfr.data.kaggle import DataError, read_landmarks, split_sequences
 from aslfr.landmarks import SELECTED_COLUMNS
 from aslfr.vocab import CHARACTERS
 
@@ -103,13 +102,13 @@ class ExportedModel:
 
 def parquet_sequences(path: Path, columns: list[str], sequence_id: int | None = None):
     ids, _, values = read_landmarks(path, columns)
-    unique, starts = np.unique(ids, return_index=True)
-    ends = list(starts[1:]) + [len(ids)]
+    blocks = split_sequences(ids)
     found = False
-    for sid, a, b in zip(unique, starts, ends):
-        if sequence_id is None or int(sid) == sequence_id:
+    for sid in sorted(blocks):
+        if sequence_id is None or sid == sequence_id:
             found = True
-            yield int(sid), values[a:b]
+            a, n = blocks[sid]
+            yield sid, values[a:a + n]
     if sequence_id is not None and not found:
         raise DataError(f"{path}: no sequence_id {sequence_id}")
 

@@ -7,14 +7,19 @@ traceback from deep inside pyarrow is no help.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aslfr.landmarks import SELECTED_COLUMNS
+
+T = TypeVar("T")
 
 METADATA_COLUMNS = ("path", "file_id", "sequence_id", "participant_id", "phrase")
 METADATA_FILES = {"train": "train.csv", "supplemental": "supplemental_metadata.csv"}
@@ -66,6 +71,10 @@ def check_landmark_schema(path: Path, columns: list[str] = SELECTED_COLUMNS) -> 
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as e:
         raise DataError(f"{path}: not a readable parquet file ({e})") from None
+    _check_schema(path, schema, columns)
+
+
+def _check_schema(path: Path, schema: pa.Schema, columns: list[str]) -> None:
     names = set(schema.names)
     for required in ("sequence_id", "frame"):
         if required not in names:
@@ -82,32 +91,79 @@ def check_landmark_schema(path: Path, columns: list[str] = SELECTED_COLUMNS) -> 
         raise DataError(f"{path}: column sequence_id has type {schema.field('sequence_id').type}, expected an integer")
 
 
-def read_landmarks(path: Path, columns: list[str] = SELECTED_COLUMNS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_landmarks(path: Path, columns: list[str] = SELECTED_COLUMNS,
+                   threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read only `columns` of one landmark file.
 
-    Returns (sequence_ids, frames, values[rows, len(columns)] float32), rows sorted by
-    (sequence_id, frame) so that each sequence is one contiguous block.
+    Returns (sequence_ids, frames, values[rows, len(columns)] float32), each sequence one
+    contiguous block with its frames in order: the file's own row order when it already is so
+    (the competition's files are), else rows sorted by (sequence_id, frame).
+
+    The file is decoded piece by piece (row groups, or batches of one big row group) on
+    pyarrow's threads, one piece ahead, while a compiled loop on `threads` threads copies the
+    pieces already decoded straight into the row-major array.
     """
-    check_landmark_schema(path, columns)
+    from aslfr.data.kernels import gather  # numba: imported only where landmarks are read
+
     try:
-        table = pq.read_table(path, columns=["sequence_id", "frame", *columns], use_threads=True)
+        source = pq.ParquetFile(path)  # the footer is parsed once, for the check and the read
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"{path}: not a readable parquet file ({e})") from None
+    _check_schema(path, source.schema_arrow, columns)
+    try:
+        keys = source.read(columns=["sequence_id", "frame"], use_threads=True)
+        seq = keys.column(0).to_numpy()
+        frame = keys.column(1).to_numpy()
+        if _grouped(seq, frame):
+            pieces: Iterator[pa.Table | pa.RecordBatch] = _read_ahead(_pieces(source, columns))
+        else:
+            order = np.lexsort((frame, seq))
+            seq, frame = seq[order], frame[order]
+            pieces = iter([source.read(columns=columns, use_threads=True).take(order)])
+        values = np.empty((len(seq), len(columns)), dtype=np.float32)
+        row = 0
+        for piece in pieces:
+            for batch in (piece.to_batches() if isinstance(piece, pa.Table) else [piece]):
+                n = batch.num_rows
+                if row + n > len(values):
+                    raise DataError(f"{path}: the landmark columns have more rows than sequence_id")
+                # views of the buffers where possible (nulls become NaN; another float type is cast)
+                cols = [np.asarray(batch.column(j).to_numpy(zero_copy_only=False), np.float32)
+                        for j in range(batch.num_columns)]
+                if n:
+                    gather(cols, values, row, threads)
+                row += n
     except (OSError, pa.ArrowException) as e:
         raise DataError(f"{path}: cannot read landmarks ({e})") from None
-    seq = table.column("sequence_id").to_numpy()
-    frame = table.column("frame").to_numpy()
-    values = np.empty((len(columns), table.num_rows), dtype=np.float32)
-    for j, c in enumerate(columns):  # contiguous writes, then one transpose
-        values[j] = table.column(c).to_numpy()
-    values = np.ascontiguousarray(values.T)
-    if not (np.all(seq[1:] >= seq[:-1]) and _frames_sorted(seq, frame)):
-        order = np.lexsort((frame, seq))
-        seq, frame, values = seq[order], frame[order], values[order]
+    if row != len(values):
+        raise DataError(f"{path}: {row} rows of landmarks read, {len(values)} of sequence_id")
     return seq, frame, values
 
 
-def _frames_sorted(seq: np.ndarray, frame: np.ndarray) -> bool:
+def _pieces(source: pq.ParquetFile, columns: list[str]) -> Iterator[pa.Table | pa.RecordBatch]:
+    if source.metadata.num_row_groups > 1:
+        for k in range(source.metadata.num_row_groups):
+            yield source.read_row_group(k, columns=columns, use_threads=True)
+    else:
+        yield from source.iter_batches(batch_size=65536, columns=columns, use_threads=True)
+
+
+def _read_ahead(pieces: Iterator[T]) -> Iterator[T]:
+    """The items of `pieces`, the next one produced on another thread while this one is used."""
+    done = object()
+    with ThreadPoolExecutor(1) as ahead:
+        upcoming = ahead.submit(next, pieces, done)
+        while (item := upcoming.result()) is not done:
+            upcoming = ahead.submit(next, pieces, done)
+            yield item
+
+
+def _grouped(seq: np.ndarray, frame: np.ndarray) -> bool:
+    """Each sequence's rows are one block, frames ascending within it (as the competition's
+    files are): then the file's row order is kept, and nothing is copied."""
     same = seq[1:] == seq[:-1]
-    return bool(np.all(frame[1:][same] >= frame[:-1][same]))
+    run_starts = seq[np.concatenate([[True], ~same])] if len(seq) else seq
+    return len(np.unique(run_starts)) == len(run_starts) and bool(np.all(frame[1:][same] >= frame[:-1][same]))
 
 
 def split_sequences(seq: np.ndarray) -> dict[int, tuple[int, int]]:

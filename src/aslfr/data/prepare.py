@@ -9,9 +9,10 @@ file presence, column names and types, the output directory) is checked first.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,14 @@ from tqdm import tqdm
 
 from aslfr.data.kaggle import (DataError, SequenceInfo, check_landmark_schema, read_landmarks,
                                read_metadata, split_sequences)
-from aslfr.data.shards import (METADATA_FIELDS, FeatureMoments, hand_frame_counts, save_npy,
-                               save_npz, write_json, write_table)
+from aslfr.data.moments import FeatureMoments, sequence_sums
+from aslfr.data.shards import METADATA_FIELDS, save_npy, save_npz, write_json, write_table
 from aslfr.data.tfrecords import TFRecordError, file_id_of, read_seed_file
+from aslfr.landmarks import SELECTED_COLUMNS
 from aslfr.vocab import CHAR_TO_INDEX
+
+_RIGHT_WRIST_X = SELECTED_COLUMNS.index("x_right_hand_0")
+_LEFT_WRIST_X = SELECTED_COLUMNS.index("x_left_hand_0")
 
 #: Reasons a sequence is left out; each is counted in prepare.json.
 SKIP_REASONS = {
@@ -79,16 +84,29 @@ def plan_jobs(data_dir: Path, supplemental: bool) -> list[FileJob]:
     return jobs
 
 
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _is_done(out: Path, job: FileJob) -> bool:
     return (out / "shards" / f"{job.file_id}.done.json").is_file()
 
 
-def prepare_file(job: FileJob, out: Path) -> dict[str, int]:
-    """Prepare one source file into its shard; returns its skip counts."""
+def prepare_file(job: FileJob, out: Path, threads: int | None = None) -> dict[str, int]:
+    """Prepare one source file into its shard, on `threads` threads (default: every CPU this
+    process may use); returns its skip counts.
+
+    One pass over the rows (`sequence_sums`) gives the statistics' sums, the hand-frame counts
+    and the all-NaN check of every sequence, while another thread writes the shard.
+    """
+    threads = threads or _cpus()
     skipped: Counter[str] = Counter()
-    entries: list[tuple[int, int, str, np.ndarray]] = []  # (sequence_id, participant, phrase, rows)
+    entries: list[tuple[int, int, str, int, int]] = []  # (sequence_id, participant, phrase, start, n)
     if job.kind == "parquet":
-        seq, _, values = read_landmarks(job.path)
+        seq, _, values = read_landmarks(job.path, threads=threads)
         blocks = split_sequences(seq)
         listed = {info.sequence_id for info in job.sequences}
         skipped["not_in_csv"] += sum(1 for s in blocks if s not in listed)
@@ -96,60 +114,74 @@ def prepare_file(job: FileJob, out: Path) -> dict[str, int]:
             if info.sequence_id not in blocks:
                 skipped["missing_in_parquet"] += 1
                 continue
-            start, n = blocks[info.sequence_id]
-            entries.append((info.sequence_id, info.participant_id, info.phrase, values[start:start + n]))
+            entries.append((info.sequence_id, info.participant_id, info.phrase, *blocks[info.sequence_id]))
     else:
         try:
             records = read_seed_file(job.path, job.file_id)
         except TFRecordError as e:
             raise DataError(str(e)) from None
-        entries = [(r.sequence_id, r.participant_id, r.phrase, r.rows) for r in records]
+        values = (np.concatenate([r.rows for r in records]) if records
+                  else np.zeros((0, len(SELECTED_COLUMNS)), np.float32))
+        start = 0
+        for r in records:
+            entries.append((r.sequence_id, r.participant_id, r.phrase, start, len(r.rows)))
+            start += len(r.rows)
 
-    kept = []
-    for sequence_id, participant, phrase, rows in entries:
-        if any(c not in CHAR_TO_INDEX for c in phrase):
-            skipped["unknown_characters"] += 1
-        elif np.isnan(rows).all():
-            skipped["all_nan"] += 1
-        else:
-            kept.append((sequence_id, participant, phrase, rows))
-
-    meta: dict[str, list] = {k: [] for k in METADATA_FIELDS}
-    offset = 0
-    for sequence_id, participant, phrase, rows in kept:
-        right, left = hand_frame_counts(rows)
-        for k, v in zip(METADATA_FIELDS, (sequence_id, participant, job.file_id, phrase, len(rows),
-                                          right, left, job.source, offset)):
-            meta[k].append(v)
-        offset += len(rows)
-    data = np.concatenate([r[3] for r in kept]) if kept else np.zeros((0, 200), np.float32)
-    moments = FeatureMoments()
-    lengths = np.asarray(meta["n_frames"], np.int64)
-    for chunk in np.array_split(np.arange(len(kept)), max(1, len(kept) // 128)):
-        if len(chunk):
-            start = int(meta["offset"][chunk[0]])
-            stop = start + int(lengths[chunk].sum())
-            moments.add(data[start:stop], lengths[chunk])
-
+    # The shard is the file's rows as read, written while the statistics pass runs; the rows of
+    # a skipped sequence stay in it, unreferenced.
     shard = out / "shards"
-    save_npy(shard / f"{job.file_id}.npy", np.ascontiguousarray(data, np.float32))
+    writer = ThreadPoolExecutor(1)
+    written = writer.submit(save_npy, shard / f"{job.file_id}.npy", values)
+    try:
+        kept, sums, starts, lengths = _checked_sequences(entries, values, skipped, threads)
+    finally:
+        writer.shutdown()
+    written.result()
+
+    meta = {
+        "sequence_id": np.array([e[0] for e in kept], np.int64),
+        "participant_id": np.array([e[1] for e in kept], np.int64),
+        "file_id": np.full(len(kept), job.file_id, np.int64),
+        "phrase": [e[2] for e in kept],
+        "n_frames": lengths,
+        # frames in which right / left hand landmark 0 is detected (SEED-SPEC 7.1)
+        "n_right_hand_frames": sums[:, 0, _RIGHT_WRIST_X].astype(np.int64),
+        "n_left_hand_frames": sums[:, 0, _LEFT_WRIST_X].astype(np.int64),
+        "source": [job.source] * len(kept),
+        "offset": starts,
+    }
+    moments = FeatureMoments()
+    moments.add_sums(sums, lengths)
     moments.save(shard / f"{job.file_id}.stats.npz")
-    write_table(shard / f"{job.file_id}.meta.parquet", _typed(meta))
+    write_table(shard / f"{job.file_id}.meta.parquet", {k: meta[k] for k in METADATA_FIELDS})
     write_json(shard / f"{job.file_id}.done.json",
-               {"source_file": str(job.path), "sequences": len(kept), "rows": int(offset),
+               {"source_file": str(job.path), "sequences": len(kept), "rows": len(values),
                 "skipped": dict(skipped)})
     return dict(skipped)
 
 
-def _typed(meta: dict[str, list]) -> dict[str, np.ndarray | list]:
-    ints = ("sequence_id", "participant_id", "file_id", "n_frames", "n_right_hand_frames",
-            "n_left_hand_frames", "offset")
-    return {k: (np.asarray(v, np.int64) if k in ints else v) for k, v in meta.items()}
+def _checked_sequences(entries: list[tuple[int, int, str, int, int]], values: np.ndarray,
+                       skipped: Counter[str], threads: int):  # noqa: ANN202
+    """Drop (and count) sequences with unknown characters or no landmark at all; returns the
+    kept entries and their `sequence_sums` rows, start rows and frame counts."""
+    known = []
+    for e in entries:
+        if any(c not in CHAR_TO_INDEX for c in e[2]):
+            skipped["unknown_characters"] += 1
+        else:
+            known.append(e)
+    starts = np.array([e[3] for e in known], np.int64)
+    lengths = np.array([e[4] for e in known], np.int64)
+    sums = sequence_sums(values, starts, lengths, threads)
+    detected = sums[:, 0].sum(1) > 0  # any landmark of any frame
+    skipped["all_nan"] += int(np.count_nonzero(~detected))
+    kept = [e for e, ok in zip(known, detected) if ok]
+    return kept, sums[detected], starts[detected], lengths[detected]
 
 
-def _run(args: tuple[FileJob, Path]) -> tuple[int, dict[str, int]]:
-    job, out = args
-    return job.file_id, prepare_file(job, out)
+def _run(args: tuple[FileJob, Path, int]) -> tuple[int, dict[str, int]]:
+    job, out, threads = args
+    return job.file_id, prepare_file(job, out, threads)
 
 
 def prepare(data_dir: str | Path, out_dir: str | Path, supplemental: bool = False,
@@ -163,7 +195,8 @@ def prepare(data_dir: str | Path, out_dir: str | Path, supplemental: bool = Fals
     _check_output_dir(out)
     todo = [j for j in jobs if not _is_done(out, j)]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="prepare files", disable=not progress)
-    args = [(j, out) for j in todo]
+    threads = max(1, _cpus() // max(1, min(workers, len(todo))))  # per worker: the kernels' threads
+    args = [(j, out, threads) for j in todo]
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             for _ in pool.map(_run, args):

@@ -1,9 +1,12 @@
 """The prepared dataset: one memory-mapped float32 array per source file plus a metadata table.
 
 Layout of a prepared directory:
-    shards/<file_id>.npy        float32 [rows, 200]: the seed's 200 columns, sequences back to back
+    shards/<file_id>.npy        float32 [rows, 200]: the seed's 200 columns of the source file's rows,
+                                sorted by (sequence_id, frame); a skipped sequence's rows are
+                                unreferenced
     shards/<file_id>.meta.parquet  one row per sequence (see METADATA_FIELDS), with its row offset
     shards/<file_id>.stats.npz  NaN-aware float64 count / sum / sum of squares of the 600 features
+                                (aslfr.data.moments)
     shards/<file_id>.done.json  written last: the file is finished (skip counts inside)
     metadata.parquet            all sequences (the union of the per-file tables)
     stats.npz                   mean and std (600,) over the training files (SEED-SPEC 2.2)
@@ -21,13 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from aslfr.features import N_FEATURES, landmark_features, rows_to_coords
-from aslfr.landmarks import SELECTED_COLUMNS
+from aslfr.features import rows_to_coords
 
 METADATA_FIELDS = ("sequence_id", "participant_id", "file_id", "phrase", "n_frames",
                    "n_right_hand_frames", "n_left_hand_frames", "source", "offset")
-_RIGHT_WRIST_X = SELECTED_COLUMNS.index("x_right_hand_0")
-_LEFT_WRIST_X = SELECTED_COLUMNS.index("x_left_hand_0")
 
 
 def atomic_write(path: Path, write) -> None:  # noqa: ANN001 - write(tmp_path) callback
@@ -39,57 +39,6 @@ def atomic_write(path: Path, write) -> None:  # noqa: ANN001 - write(tmp_path) c
     finally:
         if tmp.exists():
             tmp.unlink()
-
-
-def hand_frame_counts(values: np.ndarray) -> tuple[int, int]:
-    """Frames in which right / left hand landmark 0 is detected (SEED-SPEC 7.1)."""
-    return (int(np.count_nonzero(~np.isnan(values[:, _RIGHT_WRIST_X]))),
-            int(np.count_nonzero(~np.isnan(values[:, _LEFT_WRIST_X]))))
-
-
-class FeatureMoments:
-    """NaN-aware running count, sum and sum of squares of the 600 features, in float64."""
-
-    def __init__(self) -> None:
-        self.count = np.zeros(N_FEATURES, np.float64)
-        self.total = np.zeros(N_FEATURES, np.float64)
-        self.total_sq = np.zeros(N_FEATURES, np.float64)
-
-    def add(self, values: np.ndarray, lengths: np.ndarray) -> None:
-        """Add sequences laid end to end in `values` [rows, 200] with the given lengths."""
-        segments = torch.repeat_interleave(torch.arange(len(lengths)), torch.as_tensor(lengths))
-        feats = landmark_features(rows_to_coords(torch.from_numpy(values)), segments, len(lengths)).numpy()
-        valid = np.isfinite(feats)
-        feats = np.where(valid, feats, np.float32(0))
-        # numpy's pairwise float64 reductions: several times faster than torch's column sums here
-        self.count += valid.sum(0, dtype=np.float64)
-        self.total += feats.sum(0, dtype=np.float64)
-        self.total_sq += np.square(feats).sum(0, dtype=np.float64)
-
-    def merge(self, other: "FeatureMoments") -> None:
-        self.count += other.count
-        self.total += other.total
-        self.total_sq += other.total_sq
-
-    def save(self, path: Path) -> None:
-        save_npz(path, count=self.count, total=self.total, total_sq=self.total_sq)
-
-    @classmethod
-    def load(cls, path: Path) -> "FeatureMoments":
-        m = cls()
-        with np.load(path) as d:
-            m.count, m.total, m.total_sq = d["count"], d["total"], d["total_sq"]
-        return m
-
-    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and population std; a feature never seen gets mean 0, std 1."""
-        n = np.maximum(self.count, 1)
-        mean = self.total / n
-        var = np.maximum(self.total_sq / n - mean ** 2, 0.0)
-        std = np.sqrt(var)
-        mean = np.where(self.count > 0, mean, 0.0)
-        std = np.where((self.count > 0) & (std > 0), std, 1.0)
-        return mean.astype(np.float32), std.astype(np.float32)
 
 
 class ShardDataset:
