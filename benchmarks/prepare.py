@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from aslfr.data.kaggle import read_landmarks
-from aslfr.data.prepare import _cpus, plan_jobs, prepare_file
+from aslfr.data.prepare import available_cpus, plan_jobs, prepare_file
 from aslfr.data.synthetic import synthesize
 from aslfr.landmarks import SELECTED_COLUMNS
 
@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--sequences", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
-    cpus = _cpus()
+    cpus = available_cpus()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         synthesize(data, sequences=a.sequences, participants=10, files=1, seed=0, progress=False)

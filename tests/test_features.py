@@ -28,14 +28,6 @@ def test_node_order_matches_the_reference(ref: dict) -> None:
     assert len(SELECTED_COLUMNS) == 200 and SELECTED_COLUMNS[0] == "x_right_hand_0"
 
 
-def test_many_sequences_at_once_equal_each_alone(ref: dict) -> None:
-    seqs = [torch.from_numpy(ref[f"{c}_coords"]) for c in ("short", "one_frame", "long", "two_frames")]
-    segments = torch.repeat_interleave(torch.arange(4), torch.tensor([len(s) for s in seqs]))
-    together = landmark_features(torch.cat(seqs), segments, 4)
-    alone = torch.cat([landmark_features(s) for s in seqs])
-    torch.testing.assert_close(together, alone, equal_nan=True, rtol=1e-5, atol=1e-5)
-
-
 def test_resize_keeps_a_nan_neighbour_out_when_its_weight_is_zero() -> None:
     x = torch.tensor([[0.0], [1.0], [float("nan")], [3.0]])
     out = resize_time(x, 2)  # positions 0.5 and 2.5: both interpolate

@@ -244,7 +244,7 @@ def test_sequences_missing_on_either_side_and_bad_phrases_are_counted_skips(synt
 
 
 @pytest.mark.parametrize("layout", ["row groups", "one row group", "float64 with nulls, shuffled"])
-def test_read_landmarks_gives_the_rows_sorted_whatever_the_file_layout(synth_dir: Path, tmp_path: Path,
+def test_read_landmarks_gives_each_sequence_one_block_whatever_the_file_layout(synth_dir: Path, tmp_path: Path,
                                                                       layout: str) -> None:
     table = pq.read_table(_first_parquet(synth_dir), columns=["sequence_id", "frame", *SELECTED_COLUMNS])
     seq = table.column("sequence_id").to_numpy()

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
 from aslfr.data.synthetic import (CORRUPTION_KINDS, INSTANCE_NOISE, TEMPLATES, hand_points, make_phrase,
                                   make_signer, render, synthesize)

@@ -17,52 +17,38 @@ _CENTRE_NODE = int(np.flatnonzero(NODE_ORDER == CENTRE_POINT)[0])
 _NODE_ORDER = torch.as_tensor(NODE_ORDER)
 
 
-def rows_to_coords(rows: torch.Tensor) -> torch.Tensor:
-    """[T, 200] selected columns (100 x, then 100 y) -> [T, 100, 2]."""
-    return rows.reshape(rows.shape[0], 2, N_SELECTED).transpose(1, 2)
+def rows_to_coords(rows):  # noqa: ANN001, ANN201 - a torch tensor or a numpy array, the same kind back
+    """[T, 200] selected columns (100 x, then 100 y) -> [T, 100, 2]: a view, for torch tensors
+    and numpy arrays alike."""
+    return rows.reshape(rows.shape[0], 2, N_SELECTED).swapaxes(1, 2)
 
 
-def _nanmean(x: torch.Tensor, segments: torch.Tensor | None, n_segments: int) -> torch.Tensor:
-    """NaN-aware mean over axes 0 and 1, per segment when segments are given:
-    x is [N, K, 2]; returns [2] (one sequence) or [n_segments, 2]; NaN where nothing is valid."""
+def _nanmean(x: torch.Tensor) -> torch.Tensor:
+    """NaN-aware mean over axes 0 and 1 of [T, K, 2] -> [2]; NaN where nothing is valid."""
     valid = ~torch.isnan(x)
-    total = torch.where(valid, x, torch.zeros_like(x)).sum(1)
-    count = valid.sum(1).to(x.dtype)
-    if segments is None:
-        return total.sum(0) / count.sum(0)
-    z = torch.zeros(n_segments, x.shape[-1], dtype=x.dtype, device=x.device)
-    return z.index_add(0, segments, total) / z.index_add(0, segments, count)
+    total = torch.where(valid, x, torch.zeros_like(x)).sum(1).sum(0)
+    return total / valid.sum(1).to(x.dtype).sum(0)
 
 
-def _shift(x: torch.Tensor, k: int, segments: torch.Tensor | None) -> torch.Tensor:
-    """x[t + k] - x[t], and 0 for the last k frames of each sequence (all of them if T <= k)."""
+def _shift(x: torch.Tensor, k: int) -> torch.Tensor:
+    """x[t + k] - x[t], and 0 for the last k frames (all of them if T <= k)."""
     t = torch.arange(x.shape[0], device=x.device)
     ahead = torch.clamp(t + k, max=x.shape[0] - 1)
     diff = x.index_select(0, ahead) - x
-    keep = t + k < x.shape[0]
-    if segments is not None:
-        keep = keep & (segments.index_select(0, ahead) == segments)
-    return torch.where(keep[:, None, None], diff, torch.zeros_like(diff))
+    return torch.where((t + k < x.shape[0])[:, None, None], diff, torch.zeros_like(diff))
 
 
-def landmark_features(coords: torch.Tensor, segments: torch.Tensor | None = None,
-                      n_segments: int = 1) -> torch.Tensor:
+def landmark_features(coords: torch.Tensor) -> torch.Tensor:
     """[T, 100, 2] raw coordinates in selected-column order (NaN kept) -> [T, 600] features in
-    node order, before resizing and global normalisation; NaN stays NaN.
-
-    `segments` ([T] sequence index, sorted) computes many sequences laid end to end in one call,
-    each exactly as if alone; the statistics pass uses it, a single sample needs none.
-    """
+    node order, before resizing and global normalisation; NaN stays NaN. (`aslfr prepare`
+    computes the features' global moments from per-sequence sums instead: data/moments.py,
+    pinned to this function by tests/test_moments.py.)"""
     x = coords.index_select(1, _NODE_ORDER.to(coords.device))
-    centre = _nanmean(x[:, _CENTRE_NODE:_CENTRE_NODE + 1], segments, n_segments)
+    centre = _nanmean(x[:, _CENTRE_NODE:_CENTRE_NODE + 1])
     centre = torch.where(torch.isnan(centre), torch.full_like(centre, 0.5), centre)
-    if segments is not None:
-        centre = centre.index_select(0, segments)[:, None]
-    scale = torch.sqrt(_nanmean((x - centre) ** 2, segments, n_segments))
-    if segments is not None:
-        scale = scale.index_select(0, segments)[:, None]
+    scale = torch.sqrt(_nanmean((x - centre) ** 2))
     x = (x - centre) / scale
-    feats = torch.cat([x, _shift(x, 1, segments), _shift(x, 2, segments)], dim=-1)
+    feats = torch.cat([x, _shift(x, 1), _shift(x, 2)], dim=-1)
     return feats.reshape(x.shape[0], N_FEATURES)
 
 

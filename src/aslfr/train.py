@@ -279,6 +279,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
     data, out = Path(data), Path(out)
     torch.manual_seed(cfg.seed)  # the same initial weights on every process
     ds = ShardDataset(data)
+    stats = ds.stats()  # every checkpoint carries them
     split = select_samples(ds, cfg, Path(scores) if scores else None)
     if env.main:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -313,8 +314,8 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
     net = DistributedDataParallel(model) if env.world > 1 else model
     if cfg.compile:
         net = torch.compile(net)
-    samples = Samples(data, cfg, train=True)
-    val_samples = Samples(data, cfg, train=False)  # opened once: read at every validation
+    samples = Samples(data, cfg, train=True, stats=stats)
+    val_samples = Samples(data, cfg, train=False, stats=stats)  # opened once: read at every validation
     last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, first_epoch + stop_after_epochs)
     batches = EpochBatches(split["train"], cfg.batch_size, cfg.seed, first_epoch, last_epoch, env.rank, env.world)
     pad_to = None if cfg.pad_to_batch else cfg.max_len
@@ -366,7 +367,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
             _append_metrics(out, row)
             if done % cfg.checkpoint_every == 0 or done == cfg.epochs or done == last_epoch:
                 for name in (f"epoch_{done:05d}.pt", "last.pt"):
-                    _save_checkpoint(out / "checkpoints" / name, model, opt, cfg, done, step, ds.stats())
+                    _save_checkpoint(out / "checkpoints" / name, model, opt, cfg, done, step, stats)
         if env.world > 1:
             dist.barrier()
     bar.close()

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from aslfr.data.kaggle import DataError, read_landmarks, split_sequences
+from aslfr.features import rows_to_coords
 from aslfr.landmarks import SELECTED_COLUMNS
 from aslfr.vocab import CHARACTERS
 
@@ -198,7 +199,7 @@ def render_frames(frames: np.ndarray, phrase: str | None, predictions: list[str]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xy = np.stack([frames[:, :100], frames[:, 100:]], -1)  # [T, 100, 2]
+    xy = rows_to_coords(frames)  # [T, 100, 2]
     seen = [np.isfinite(xy[:, s:s + 21]).all(-1).any(-1).sum() for s in (0, 21)]
     hand = 0 if seen[0] >= seen[1] else 21
     body_box = _box(xy.reshape(-1, 2))

@@ -85,15 +85,3 @@ def gather(columns: list[np.ndarray], dst: np.ndarray, row0: int, threads: int =
     """dst[row0:row0 + n] = the 1-d float32 arrays `columns` side by side, as [n, len(columns)]."""
     typed = numba.typed.List(columns)
     in_parts(lambda a, b: gather_kernel(typed, dst, row0, a, b), np.ones(len(columns[0])), threads)
-
-
-def row_sums(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, threads: int = 1) -> np.ndarray:
-    """[n, 9, columns] float64 `sums_kernel` of the n sequences of rows starts[i]:starts[i] +
-    lengths[i] of `values` [rows, columns]. Sequences are summed independently, so any split over
-    threads gives the same numbers."""
-    values = np.ascontiguousarray(values, dtype=np.float32)
-    starts = np.asarray(starts, np.int64)
-    lengths = np.asarray(lengths, np.int64)
-    out = np.zeros((len(starts), N_SUMS, values.shape[1]), np.float64)
-    in_parts(lambda a, b: sums_kernel(values, starts, lengths, out, a, b), lengths, threads)
-    return out

@@ -29,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from aslfr.data.kernels import N_SUMS, row_sums
+from aslfr.data.kernels import N_SUMS, in_parts, sums_kernel
+from aslfr.data.shards import save_npz
+from aslfr.features import N_FEATURES
 from aslfr.landmarks import CENTRE_POINT, N_SELECTED, NODE_ORDER
 
-N_FEATURES = N_SELECTED * 6
 _LIP = int(CENTRE_POINT)  # the centre landmark's index among the 100 selected ones
 
 
@@ -40,8 +41,14 @@ def sequence_sums(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, t
     """[n, 9, columns] float64 raw sums of sequence i = rows starts[i]:starts[i] + lengths[i] of
     `values` [rows, columns] (NaN where not detected): for channel c in (value, 1-frame
     difference, 2-frame difference), index 3c is the count of valid values, 3c+1 their sum and
-    3c+2 their sum of squares. One compiled pass (`kernels.sums_kernel`) on `threads` threads."""
-    return row_sums(values, starts, lengths, threads)
+    3c+2 their sum of squares. One compiled pass (`kernels.sums_kernel`) on `threads` threads;
+    sequences are summed independently, so any split over threads gives the same numbers."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    starts = np.asarray(starts, np.int64)
+    lengths = np.asarray(lengths, np.int64)
+    out = np.zeros((len(starts), N_SUMS, values.shape[1]), np.float64)
+    in_parts(lambda a, b: sums_kernel(values, starts, lengths, out, a, b), lengths, threads)
+    return out
 
 
 class FeatureMoments:
@@ -81,7 +88,6 @@ class FeatureMoments:
         self.total_sq += other.total_sq
 
     def save(self, path: Path) -> None:
-        from aslfr.data.shards import save_npz
         save_npz(path, count=self.count, total=self.total, total_sq=self.total_sq)
 
     @classmethod

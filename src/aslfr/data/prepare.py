@@ -84,7 +84,8 @@ def plan_jobs(data_dir: Path, supplemental: bool) -> list[FileJob]:
     return jobs
 
 
-def _cpus() -> int:
+def available_cpus() -> int:
+    """The CPUs this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -102,7 +103,7 @@ def prepare_file(job: FileJob, out: Path, threads: int | None = None) -> dict[st
     One pass over the rows (`sequence_sums`) gives the statistics' sums, the hand-frame counts
     and the all-NaN check of every sequence, while another thread writes the shard.
     """
-    threads = threads or _cpus()
+    threads = threads or available_cpus()
     skipped: Counter[str] = Counter()
     entries: list[tuple[int, int, str, int, int]] = []  # (sequence_id, participant, phrase, start, n)
     if job.kind == "parquet":
@@ -195,7 +196,7 @@ def prepare(data_dir: str | Path, out_dir: str | Path, supplemental: bool = Fals
     _check_output_dir(out)
     todo = [j for j in jobs if not _is_done(out, j)]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="prepare files", disable=not progress)
-    threads = max(1, _cpus() // max(1, min(workers, len(todo))))  # per worker: the kernels' threads
+    threads = max(1, available_cpus() // max(1, min(workers, len(todo))))  # per worker: the kernels' threads
     args = [(j, out, threads) for j in todo]
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:

@@ -2,8 +2,8 @@
 
 Layout of a prepared directory:
     shards/<file_id>.npy        float32 [rows, 200]: the seed's 200 columns of the source file's rows,
-                                sorted by (sequence_id, frame); a skipped sequence's rows are
-                                unreferenced
+                                each sequence one block (see `read_landmarks`); a skipped
+                                sequence's rows are unreferenced
     shards/<file_id>.meta.parquet  one row per sequence (see METADATA_FIELDS), with its row offset
     shards/<file_id>.stats.npz  NaN-aware float64 count / sum / sum of squares of the 600 features
                                 (aslfr.data.moments)
@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from aslfr.features import rows_to_coords
 
@@ -70,7 +69,7 @@ class ShardDataset:
         return np.array(self._shard(int(self.meta["file_id"][i]))[start:start + n])
 
     def coords(self, i: int) -> np.ndarray:
-        return rows_to_coords(torch.from_numpy(self.rows(i))).numpy()
+        return rows_to_coords(self.rows(i))
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         with np.load(self.root / "stats.npz") as d:
