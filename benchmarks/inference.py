@@ -2,16 +2,24 @@
 TFLite float32 / float16 / int8 (dynamic-range) variants, all measured in one run.
 
     .venv/bin/python benchmarks/inference.py [--preset seed-final] [--checkpoint CKPT] [--runs 30]
+    .venv/bin/python benchmarks/inference.py --keras    # also the network alone, and a Keras build
 
 Every runtime runs the whole exported module (preprocessing, network, greedy decoding) on the
 same input. Without a checkpoint the preset's network has its initial weights (the latency does
 not depend on the values); the TFLite conversion needs the converter environment (`make tools`).
+
+With --keras the same run also times, on [T, 600] features, the network alone through the
+project's export route (torch -> ONNX -> onnx2tf -> TFLite) and the same network built directly in
+TensorFlow/Keras and converted straight to TFLite (`keras_reference.py`, run in the converter
+environment): the reference build of the project's speed goals, measured on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from machine import sgemm_gflops  # noqa: E402
 
 from aslfr.config import preset  # noqa: E402
-from aslfr.export import convert_tflite, export_onnx  # noqa: E402
+from aslfr.export import convert_tflite, converter_python, export_onnx  # noqa: E402
+from aslfr.features import N_FEATURES  # noqa: E402
 from aslfr.inference import InferenceModule, build  # noqa: E402
 from aslfr.model import FingerspellingModel, count_parameters, flops_per_sequence  # noqa: E402
 
@@ -41,12 +50,43 @@ def median_ms(fn, runs: int, warmup: int = 3) -> float:
     return statistics.median(times) * 1e3
 
 
+class NetworkAlone(torch.nn.Module):
+    """[T, 600] features -> [T, 60] logits: the network without preprocessing or decoding."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(inputs[None])[0]
+
+
+def tflite_ms(path: Path, x: np.ndarray, runs: int) -> float:
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(str(path), num_threads=1).get_signature_runner("serving_default")
+    return median_ms(lambda: runner(inputs=x), runs)
+
+
+def keras_reference(out: Path, stages: int) -> dict[str, Path]:
+    script = Path(__file__).parent / "keras_reference.py"
+    run = subprocess.run([str(converter_python()), str(script), str(out), "--stages", str(stages)],
+                         capture_output=True, text=True,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""))
+    if run.returncode != 0:
+        raise SystemExit(f"keras_reference.py failed:\n{run.stderr[-3000:]}")
+    print(run.stdout.splitlines()[0])
+    return {v: out / f"keras_{v}.tflite" for v in ("float32", "float16", "int8")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="seed-final")
     ap.add_argument("--checkpoint", type=Path)
     ap.add_argument("--frames", type=int, default=320)
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--keras", action="store_true",
+                    help="also time the network alone and a TensorFlow/Keras build of it")
     a = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -66,7 +106,6 @@ def main() -> None:
         rows.append(("PyTorch eager", median_ms(lambda: module(xt), a.runs), None))
 
     import onnxruntime as ort
-    from ai_edge_litert.interpreter import Interpreter
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -78,16 +117,24 @@ def main() -> None:
                      (tmp / "model.onnx").stat().st_size))
         variants = convert_tflite(tmp / "model.onnx", tmp)
         for name, path in variants.items():
-            runner = Interpreter(str(path), num_threads=1).get_signature_runner("serving_default")
-            rows.append((f"TFLite {name}", median_ms(lambda: runner(inputs=x), a.runs), path.stat().st_size))
+            rows.append((f"TFLite {name}", tflite_ms(path, x, a.runs), path.stat().st_size))
+        if a.keras:
+            feats = np.random.default_rng(1).standard_normal((a.frames, N_FEATURES), dtype=np.float32)
+            (tmp / "net").mkdir()
+            export_onnx(NetworkAlone(module.model), tmp / "net" / "model.onnx", width=N_FEATURES)
+            ours = convert_tflite(tmp / "net" / "model.onnx", tmp / "net")
+            theirs = keras_reference(tmp / "keras", cfg.stages)
+            for name in ours:
+                for label, path in (("net, ours", ours[name]), ("net, Keras", theirs[name])):
+                    rows.append((f"{label} {name}", tflite_ms(path, feats, a.runs), path.stat().st_size))
     gflops = sgemm_gflops(a.frames, cfg.dim, 4 * cfg.dim, runs=a.runs)  # T x width x 4 width
     limit = flops_per_sequence(cfg, a.frames) / gflops / 1e6
     print(f"single-thread SGEMM on this machine: {gflops:.0f} GFLOP/s, so the float32 limit of "
           f"{flops_per_sequence(cfg, a.frames) / 1e9:.2f} GFLOPs is {limit:.0f} ms")
     base = rows[0][1]
-    print(f"{'runtime':<16} {'median ms':>10} {'vs eager':>9} {'vs limit':>9} {'size MiB':>9}")
+    print(f"{'runtime':<24} {'median ms':>10} {'vs eager':>9} {'vs limit':>9} {'size MiB':>9}")
     for name, ms, size in rows:
-        print(f"{name:<16} {ms:>10.1f} {base / ms:>8.2f}x {ms / limit:>8.2f}x "
+        print(f"{name:<24} {ms:>10.1f} {base / ms:>8.2f}x {ms / limit:>8.2f}x "
               f"{size / 2**20 if size else float('nan'):>9.2f}")
 
 

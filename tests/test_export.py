@@ -131,6 +131,23 @@ def test_submission_is_kaggle_shaped(exported: Path) -> None:
 
 
 @needs_converter
+def test_tflite_keeps_the_conv_blocks_in_the_time_by_channel_layout(module, exported: Path) -> None:
+    """No transpose around the depthwise convs or the channel attention (they were four per conv
+    block, each a copy of the [T, 768] activation): the only ones left are attention's two per
+    transformer block and the input's [T, 2, 100] -> [T, 100, 2] (x and y columns to points)."""
+    from collections import Counter
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, cfg = module
+    for variant in ("float32", "int8"):
+        it = Interpreter(str(exported / f"model_{variant}.tflite"))
+        ops = Counter(op["op_name"] for op in it._get_ops_details())
+        assert ops["DEPTHWISE_CONV_2D"] == cfg.stages * len(cfg.kernel_sizes), variant
+        assert ops["TRANSPOSE"] == 2 * cfg.stages + 1, (variant, ops)
+
+
+@needs_converter
 def test_tflite_float32_matches_pytorch(module, exported: Path, onnx_models: Path, prepared_dir: Path,
                                         tmp_path: Path) -> None:
     from ai_edge_litert.interpreter import Interpreter

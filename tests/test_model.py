@@ -1,8 +1,10 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from aslfr.config import Config, preset
-from aslfr.model import BatchNorm, FingerspellingModel, LateDropout, count_parameters, flops_per_sequence
+from aslfr.model import (ECA, BatchNorm, Conv1DBlock, FingerspellingModel, LateDropout, count_parameters,
+                         flops_per_sequence)
 
 
 @pytest.mark.parametrize("name, expected", [("seed-base", 9_497_577), ("seed-final", 15_447_303)])
@@ -44,6 +46,21 @@ def test_time_axis_is_free_and_causal_convs_do_not_look_ahead() -> None:
     h2[:, 30] += 5
     a, b = block.causal_conv(h), block.causal_conv(h2)
     assert torch.equal(a[:, :30], b[:, :30]) and not torch.equal(a[:, 30:], b[:, 30:])
+
+
+def test_export_shaped_convs_are_the_plain_1d_convs() -> None:
+    """The causal depthwise conv and the channel-attention conv run as 2-D convs laid out for
+    the export; they must compute the textbook 1-D convs on the same weights."""
+    torch.manual_seed(0)
+    for k in (11, 7, 3):
+        block = Conv1DBlock(16, k, expand=2, drop=0.0)
+        h = torch.randn(3, 21, 32)
+        plain = F.conv1d(F.pad(h.transpose(1, 2), (k - 1, 0)), block.depthwise.weight, groups=32).transpose(1, 2)
+        torch.testing.assert_close(block.causal_conv(h), plain, atol=1e-6, rtol=1e-5)
+    eca = ECA()
+    x = torch.randn(3, 21, 32)
+    plain = x * torch.sigmoid(F.conv1d(x.mean(1, keepdim=True), eca.conv.weight, padding=2))
+    torch.testing.assert_close(eca(x), plain, atol=1e-6, rtol=1e-5)
 
 
 def test_padding_mask_makes_outputs_independent_of_padding() -> None:

@@ -45,10 +45,11 @@ def converter_python() -> Path:
     return tool_python("ASLFR_CONVERTER_PYTHON", "onnx2tf")
 
 
-def export_onnx(module: torch.nn.Module, path: Path) -> None:
+def export_onnx(module: torch.nn.Module, path: Path, width: int = N_COLUMNS) -> None:
+    """`module` ([T, width] -> anything) to ONNX with T dynamic, input `inputs`, output `outputs`."""
     from torch.export import Dim
 
-    example = torch.randn(32, N_COLUMNS)
+    example = torch.randn(32, width)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
             warnings.catch_warnings():  # the exporter's chatter
         warnings.simplefilter("ignore")

@@ -111,7 +111,11 @@ class ECA(nn.Module):
         else:
             m = mask[..., None].to(x.dtype)
             mean = (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)
-        w = self.conv(mean)  # [B, 1, C]: channels are the conv's length axis
+        # The conv runs over the channels as the width of a [B, 1, 1, C] image: the same weights
+        # and sums as the 1-D conv, but onnx2tf then multiplies x in its own [T, C] layout (a 1-D
+        # conv made it transpose x to [C, T] and back around the multiply).
+        k = self.conv.kernel_size[0]
+        w = F.conv2d(mean[:, None], self.conv.weight[:, :, None], padding=(0, k // 2))[:, 0]  # [B, 1, C]
         return x * torch.sigmoid(w)
 
 
@@ -128,13 +132,18 @@ class Conv1DBlock(nn.Module):
         self.drop = BranchDropout(drop)
 
     def causal_conv(self, h: torch.Tensor) -> torch.Tensor:
-        """Depthwise conv along time that sees only the current and past frames. Run as a 2-D
-        conv over [B, C, 1, T]: the same weights and sums, but onnx2tf turns a rank-4 conv with
-        groups == channels into TFLite's DEPTHWISE_CONV_2D (a rank-3 one becomes a grouped
-        CONV_2D, which only reference kernels run)."""
-        h = F.pad(h.transpose(1, 2), (self.kernel_size - 1, 0))[:, :, None]
+        """Depthwise conv along time that sees only the current and past frames, run as a 2-D
+        conv over [B, C, 1, T] (the same weights and sums). Two things make it export well:
+        - rank 4 with groups == channels: onnx2tf makes it TFLite's DEPTHWISE_CONV_2D (a rank-3
+          conv becomes a grouped CONV_2D, which only reference kernels run);
+        - the time axis is padded in [B, T, C], and the only layout changes are the 4-D
+          permutes right around the conv: onnx2tf's own NCHW <-> NHWC transposes then cancel
+          them, and the TFLite graph has no transpose here (it had two per block).
+        """
+        b, _, c = h.shape
+        h = F.pad(h, (0, 0, self.kernel_size - 1, 0))[:, None].permute(0, 3, 1, 2)  # [B, C, 1, T+k-1]
         w = self.depthwise.weight[:, :, None]
-        return F.conv2d(h, w, groups=w.shape[0])[:, :, 0].transpose(1, 2)
+        return F.conv2d(h, w, groups=w.shape[0]).permute(0, 2, 3, 1).reshape(b, -1, c)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         h = self.causal_conv(F.silu(self.expand(x)))

@@ -3,8 +3,8 @@
     python tflite_convert.py MODEL.onnx OUT_DIR
 
 Writes OUT_DIR/model_float32.tflite, model_float16.tflite and model_int8.tflite (dynamic-range
-int8 weights), each with the signature `serving_default(inputs [T, 200]) -> outputs`, builtin
-ops only. This file imports nothing from aslfr: the converter environment pins its own
+int8 weights), each with the signature `serving_default(inputs [T, W]) -> outputs`, builtin
+ops only, where W is the ONNX input's width (200 for the on-device model). This file imports nothing from aslfr: the converter environment pins its own
 TensorFlow and NumPy and does not hold the project's dependencies.
 """
 
@@ -18,9 +18,38 @@ import tempfile
 from pathlib import Path
 
 
+def drop_identity_transposes(data: bytes) -> bytes:
+    """The model with every TRANSPOSE whose permutation is the identity removed, its readers
+    rewired to its input. onnx2tf leaves one such op (a plain copy of the [T, 768] activation)
+    after each conv block's channel-attention multiply; nothing else changes."""
+    import numpy as np
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    transpose = [i for i, c in enumerate(model.operatorCodes)
+                 if max(c.builtinCode, c.deprecatedBuiltinCode) == schema.BuiltinOperator.TRANSPOSE]
+    for graph in model.subgraphs:
+        kept = []
+        for op in graph.operators:
+            if op.opcodeIndex in transpose and op.outputs[0] not in list(graph.outputs):
+                perm = model.buffers[graph.tensors[op.inputs[1]].buffer].data
+                perm = None if perm is None else np.frombuffer(bytes(bytearray(perm)), np.int32)
+                if perm is not None and len(perm) and (perm == np.arange(len(perm))).all():
+                    src, dst = op.inputs[0], op.outputs[0]
+                    for reader in graph.operators:
+                        reader.inputs = [src if i == dst else i for i in reader.inputs]
+                    continue
+            kept.append(op)
+        graph.operators = kept
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def main(onnx_path: str, out_dir: str) -> None:
+    import onnx
     import tensorflow as tf
 
+    width = onnx.load(onnx_path, load_external_data=False).graph.input[0].type.tensor_type.shape.dim[1].dim_value
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
@@ -43,7 +72,7 @@ def main(onnx_path: str, out_dir: str) -> None:
                 super().__init__()
                 self.inner = loaded
 
-            @tf.function(input_signature=[tf.TensorSpec([None, 200], tf.float32, name="inputs")])
+            @tf.function(input_signature=[tf.TensorSpec([None, width], tf.float32, name="inputs")])
             def serve(self, inputs):
                 result = fn(**{in_name: inputs})
                 return {"outputs": list(result.values())[0]}
@@ -58,7 +87,7 @@ def main(onnx_path: str, out_dir: str) -> None:
                 conv.optimizations = [tf.lite.Optimize.DEFAULT]
             if variant == "float16":
                 conv.target_spec.supported_types = [tf.float16]
-            data = conv.convert()
+            data = drop_identity_transposes(conv.convert())
             target = out / f"model_{variant}.tflite"
             part = target.with_suffix(".tflite.partial")
             part.write_bytes(data)
