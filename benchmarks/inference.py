@@ -3,6 +3,7 @@ TFLite float32 / float16 / int8 (dynamic-range) variants, all measured in one ru
 
     .venv/bin/python benchmarks/inference.py [--preset seed-final] [--checkpoint CKPT] [--runs 30]
     .venv/bin/python benchmarks/inference.py --keras    # also the network alone, and a Keras build
+    .venv/bin/python benchmarks/inference.py --old-runtime  # the TFLite files in tflite-runtime 2.14 too
 
 Every runtime runs the whole exported module (preprocessing, network, greedy decoding) on the
 same input. Without a checkpoint the preset's network has its initial weights (the latency does
@@ -12,11 +13,14 @@ With --keras the same run also times, on [T, 600] features, the network alone th
 project's export route (torch -> ONNX -> onnx2tf -> TFLite) and the same network built directly in
 TensorFlow/Keras and converted straight to TFLite (`keras_reference.py`, run in the converter
 environment): the reference build of the project's speed goals, measured on this machine.
+With --old-runtime every TFLite file is also timed in tflite-runtime 2.14.0, the runtime Kaggle's
+evaluator used (`tflite_time.py`, in the converter environment).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -68,6 +72,18 @@ def tflite_ms(path: Path, x: np.ndarray, runs: int) -> float:
     return median_ms(lambda: runner(inputs=x), runs)
 
 
+def old_runtime_ms(path: Path, frames: int, runs: int) -> float | None:
+    """Median ms of one call in tflite-runtime 2.14.0, run by `tflite_time.py` in the converter
+    environment (random input of the same shape as the other runtimes get); None where the file
+    does not load there."""
+    script = Path(__file__).parent / "tflite_time.py"
+    run = subprocess.run([str(converter_python()), str(script), str(frames), str(runs), str(path)],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"tflite_time.py failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])[str(path)]
+
+
 def keras_reference(out: Path, stages: int) -> dict[str, Path]:
     script = Path(__file__).parent / "keras_reference.py"
     run = subprocess.run([str(converter_python()), str(script), str(out), "--stages", str(stages)],
@@ -87,6 +103,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--keras", action="store_true",
                     help="also time the network alone and a TensorFlow/Keras build of it")
+    ap.add_argument("--old-runtime", action="store_true",
+                    help="also time the TFLite files in tflite-runtime 2.14.0 (converter environment)")
     a = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -101,6 +119,7 @@ def main() -> None:
           f"{flops_per_sequence(cfg, a.frames) / 1e9:.2f} GFLOPs per sequence at T={a.frames}; "
           f"one thread, median of {a.runs}")
     rows = []
+    tflite_rows: list[tuple[str, Path, np.ndarray]] = []  # for --old-runtime
     with torch.no_grad():
         xt = torch.from_numpy(x)
         rows.append(("PyTorch eager", median_ms(lambda: module(xt), a.runs), None))
@@ -118,6 +137,7 @@ def main() -> None:
         variants = convert_tflite(tmp / "model.onnx", tmp)
         for name, path in variants.items():
             rows.append((f"TFLite {name}", tflite_ms(path, x, a.runs), path.stat().st_size))
+            tflite_rows.append((f"TFLite {name}", path, x))
         if a.keras:
             feats = np.random.default_rng(1).standard_normal((a.frames, N_FEATURES), dtype=np.float32)
             (tmp / "net").mkdir()
@@ -127,14 +147,21 @@ def main() -> None:
             for name in ours:
                 for label, path in (("net, ours", ours[name]), ("net, Keras", theirs[name])):
                     rows.append((f"{label} {name}", tflite_ms(path, feats, a.runs), path.stat().st_size))
+                    tflite_rows.append((f"{label} {name}", path, feats))
+        if a.old_runtime:
+            for label, path, _ in tflite_rows:
+                rows.append((f"{label} [2.14]", old_runtime_ms(path, a.frames, a.runs), path.stat().st_size))
     gflops = sgemm_gflops(a.frames, cfg.dim, 4 * cfg.dim, runs=a.runs)  # T x width x 4 width
     limit = flops_per_sequence(cfg, a.frames) / gflops / 1e6
     print(f"single-thread SGEMM on this machine: {gflops:.0f} GFLOP/s, so the float32 limit of "
           f"{flops_per_sequence(cfg, a.frames) / 1e9:.2f} GFLOPs is {limit:.0f} ms")
     base = rows[0][1]
-    print(f"{'runtime':<24} {'median ms':>10} {'vs eager':>9} {'vs limit':>9} {'size MiB':>9}")
+    print(f"{'runtime':<30} {'median ms':>10} {'vs eager':>9} {'vs limit':>9} {'size MiB':>9}")
     for name, ms, size in rows:
-        print(f"{name:<24} {ms:>10.1f} {base / ms:>8.2f}x {ms / limit:>8.2f}x "
+        if ms is None:
+            print(f"{name:<30} {'does not load':>30}")
+            continue
+        print(f"{name:<30} {ms:>10.1f} {base / ms:>8.2f}x {ms / limit:>8.2f}x "
               f"{size / 2**20 if size else float('nan'):>9.2f}")
 
 
