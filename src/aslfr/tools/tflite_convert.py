@@ -4,8 +4,9 @@
 
 Writes OUT_DIR/model_float32.tflite, model_float16.tflite and model_int8.tflite (dynamic-range
 int8 weights), each with the signature `serving_default(inputs [T, W]) -> outputs`, builtin
-ops only, where W is the ONNX input's width (200 for the on-device model). This file imports nothing from aslfr: the converter environment pins its own
-TensorFlow and NumPy and does not hold the project's dependencies.
+ops only, where W is the ONNX input's width (200 for the on-device model). This file imports
+nothing from aslfr: the converter environment pins its own TensorFlow and NumPy and does not
+hold the project's dependencies.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ def drop_identity_transposes(data: bytes) -> bytes:
         kept = []
         for op in graph.operators:
             if op.opcodeIndex in transpose and op.outputs[0] not in list(graph.outputs):
-                perm = model.buffers[graph.tensors[op.inputs[1]].buffer].data
-                perm = None if perm is None else np.frombuffer(bytes(bytearray(perm)), np.int32)
+                perm_tensor = graph.tensors[op.inputs[1]]
+                raw = model.buffers[perm_tensor.buffer].data  # empty unless a constant
+                dtype = {schema.TensorType.INT32: np.int32, schema.TensorType.INT64: np.int64}.get(perm_tensor.type)
+                perm = np.frombuffer(bytes(bytearray(raw)), dtype) if raw is not None and dtype else None
                 if perm is not None and len(perm) and (perm == np.arange(len(perm))).all():
                     src, dst = op.inputs[0], op.outputs[0]
                     for reader in graph.operators:
