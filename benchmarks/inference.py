@@ -84,9 +84,12 @@ def old_runtime_ms(path: Path, frames: int, runs: int) -> float | None:
     return json.loads(run.stdout.strip().splitlines()[-1])[str(path)]
 
 
-def keras_reference(out: Path, stages: int) -> dict[str, Path]:
+def keras_reference(out: Path, cfg) -> dict[str, Path]:  # noqa: ANN001 - a Config
+    """The Keras build of `cfg`'s network, converted to TFLite in the converter environment."""
     script = Path(__file__).parent / "keras_reference.py"
-    run = subprocess.run([str(converter_python()), str(script), str(out), "--stages", str(stages)],
+    shape = ["--stages", str(cfg.stages), "--dim", str(cfg.dim), "--heads", str(cfg.heads),
+             "--expand", str(cfg.expand), "--kernels", *map(str, cfg.kernel_sizes)]
+    run = subprocess.run([str(converter_python()), str(script), str(out), *shape],
                          capture_output=True, text=True,
                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""))
     if run.returncode != 0:
@@ -119,7 +122,7 @@ def main() -> None:
           f"{flops_per_sequence(cfg, a.frames) / 1e9:.2f} GFLOPs per sequence at T={a.frames}; "
           f"one thread, median of {a.runs}")
     rows = []
-    tflite_rows: list[tuple[str, Path, np.ndarray]] = []  # for --old-runtime
+    tflite_rows: list[tuple[str, Path]] = []  # for --old-runtime
     with torch.no_grad():
         xt = torch.from_numpy(x)
         rows.append(("PyTorch eager", median_ms(lambda: module(xt), a.runs), None))
@@ -137,19 +140,19 @@ def main() -> None:
         variants = convert_tflite(tmp / "model.onnx", tmp)
         for name, path in variants.items():
             rows.append((f"TFLite {name}", tflite_ms(path, x, a.runs), path.stat().st_size))
-            tflite_rows.append((f"TFLite {name}", path, x))
+            tflite_rows.append((f"TFLite {name}", path))
         if a.keras:
             feats = np.random.default_rng(1).standard_normal((a.frames, N_FEATURES), dtype=np.float32)
             (tmp / "net").mkdir()
             export_onnx(NetworkAlone(module.model), tmp / "net" / "model.onnx", width=N_FEATURES)
             ours = convert_tflite(tmp / "net" / "model.onnx", tmp / "net")
-            theirs = keras_reference(tmp / "keras", cfg.stages)
+            theirs = keras_reference(tmp / "keras", cfg)
             for name in ours:
                 for label, path in (("net, ours", ours[name]), ("net, Keras", theirs[name])):
                     rows.append((f"{label} {name}", tflite_ms(path, feats, a.runs), path.stat().st_size))
-                    tflite_rows.append((f"{label} {name}", path, feats))
+                    tflite_rows.append((f"{label} {name}", path))
         if a.old_runtime:
-            for label, path, _ in tflite_rows:
+            for label, path in tflite_rows:
                 rows.append((f"{label} [2.14]", old_runtime_ms(path, a.frames, a.runs), path.stat().st_size))
     gflops = sgemm_gflops(a.frames, cfg.dim, 4 * cfg.dim, runs=a.runs)  # T x width x 4 width
     limit = flops_per_sequence(cfg, a.frames) / gflops / 1e6

@@ -1,7 +1,8 @@
 """The seed network built directly in TensorFlow/Keras and converted straight to TFLite: the
 reference build that the export's speed goals are set against, measured on this machine.
 
-    .tools/onnx2tf/bin/python benchmarks/keras_reference.py OUT_DIR [--stages 5]
+    .tools/onnx2tf/bin/python benchmarks/keras_reference.py OUT_DIR [--stages 5] [--dim 384]
+        [--heads 6] [--expand 2] [--kernels 11 7 3]
 
 Runs in the converter environment (TensorFlow), not the project's: it imports nothing from
 aslfr. Builds SEED-SPEC section 6 layer by layer the way the seed's Keras code does (Dense,
@@ -98,15 +99,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--stages", type=int, default=5)
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--heads", type=int, default=6)
+    ap.add_argument("--expand", type=int, default=2)
+    ap.add_argument("--kernels", type=int, nargs="+", default=[11, 7, 3])
     a = ap.parse_args()
+    seed_shape = (a.dim, a.heads, a.expand, a.kernels) == (384, 6, 2, [11, 7, 3])
     import tensorflow as tf
     import tf_keras
 
     tf_keras.utils.set_random_seed(0)
-    model = build(a.stages)
+    model = build(a.stages, a.dim, a.heads, a.expand, tuple(a.kernels))
     trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
-    print(f"keras build, {a.stages} stages: {trainable:,} trainable parameters")
-    if a.stages in EXPECTED_PARAMETERS and trainable != EXPECTED_PARAMETERS[a.stages]:
+    print(f"keras build, {a.stages} stages of width {a.dim}: {trainable:,} trainable parameters")
+    if seed_shape and a.stages in EXPECTED_PARAMETERS and trainable != EXPECTED_PARAMETERS[a.stages]:
         raise SystemExit(f"the Keras build has {trainable:,} parameters, the spec {EXPECTED_PARAMETERS[a.stages]:,}")
 
     class Serving(tf.Module):
