@@ -72,10 +72,10 @@ def tflite_ms(path: Path, x: np.ndarray, runs: int) -> float:
     return median_ms(lambda: runner(inputs=x), runs)
 
 
-def old_runtime_ms(path: Path, frames: int, runs: int) -> float | None:
-    """Median ms of one call in tflite-runtime 2.14.0, run by `tflite_time.py` in the converter
-    environment (random input of the same shape as the other runtimes get); None where the file
-    does not load there."""
+def old_runtime_ms(path: Path, frames: int, runs: int) -> dict[str, float] | None:
+    """Median ms of one call in tflite-runtime 2.14.0 with its default XNNPACK delegate and with
+    none, run by `tflite_time.py` in the converter environment (random input of the same shape
+    as the other runtimes get); None where the file does not load there."""
     script = Path(__file__).parent / "tflite_time.py"
     run = subprocess.run([str(converter_python()), str(script), str(frames), str(runs), str(path)],
                          capture_output=True, text=True)
@@ -153,18 +153,20 @@ def main() -> None:
                     tflite_rows.append((f"{label} {name}", path))
         if a.old_runtime:
             for label, path in tflite_rows:
-                rows.append((f"{label} [2.14]", old_runtime_ms(path, a.frames, a.runs), path.stat().st_size))
+                old = old_runtime_ms(path, a.frames, a.runs) or {"xnnpack": None, "no delegate": None}
+                rows.append((f"{label} [2.14]", old["xnnpack"], path.stat().st_size))
+                rows.append((f"{label} [2.14, no delegate]", old["no delegate"], path.stat().st_size))
     gflops = sgemm_gflops(a.frames, cfg.dim, 4 * cfg.dim, runs=a.runs)  # T x width x 4 width
     limit = flops_per_sequence(cfg, a.frames) / gflops / 1e6
     print(f"single-thread SGEMM on this machine: {gflops:.0f} GFLOP/s, so the float32 limit of "
           f"{flops_per_sequence(cfg, a.frames) / 1e9:.2f} GFLOPs is {limit:.0f} ms")
     base = rows[0][1]
-    print(f"{'runtime':<30} {'median ms':>10} {'vs eager':>9} {'vs limit':>9} {'size MiB':>9}")
+    print(f"{'runtime':<40} {'median ms':>10} {'vs eager':>9} {'vs limit':>9} {'size MiB':>9}")
     for name, ms, size in rows:
         if ms is None:
-            print(f"{name:<30} {'does not load':>30}")
+            print(f"{name:<40} {'does not load':>30}")
             continue
-        print(f"{name:<30} {ms:>10.1f} {base / ms:>8.2f}x {ms / limit:>8.2f}x "
+        print(f"{name:<40} {ms:>10.1f} {base / ms:>8.2f}x {ms / limit:>8.2f}x "
               f"{size / 2**20 if size else float('nan'):>9.2f}")
 
 

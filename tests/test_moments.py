@@ -63,7 +63,7 @@ def test_moments_equal_those_of_the_features() -> None:
     np.testing.assert_allclose(std, ref_std, rtol=1e-5)
 
 
-def test_threads_and_order_do_not_change_the_numbers() -> None:
+def test_splitting_over_threads_does_not_change_the_numbers() -> None:
     seqs = _sequences(np.random.default_rng(1))
     one = _moments(seqs, threads=1)
     two = _moments(seqs, threads=2)
