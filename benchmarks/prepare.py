@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/prepare.py [--sequences 1000] [--repeats 3]
 
 Prints the medians of both and their ratio (target: prepare within 2x of the bare read), and of
-the read into the row-major array alone (`read_landmarks`: read plus gather), to show where the
+the read into the shard layout alone (`read_sequence_blocks`: read plus copy), to show where the
 rest goes.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from aslfr.data.kaggle import read_landmarks
+from aslfr.data.kaggle import read_sequence_blocks
 from aslfr.data.prepare import available_cpus, plan_jobs, prepare_file
 from aslfr.data.synthetic import synthesize
 from aslfr.landmarks import SELECTED_COLUMNS
@@ -47,7 +47,7 @@ def main() -> None:
             pq.read_table(job.path, columns=["sequence_id", "frame", *SELECTED_COLUMNS])
             read.append(time.perf_counter() - t)
             t = time.perf_counter()
-            read_landmarks(job.path, threads=cpus)
+            read_sequence_blocks(job.path, threads=cpus)
             rows.append(time.perf_counter() - t)
             out = Path(tmp) / f"out{r}"
             (out / "shards").mkdir(parents=True)
@@ -57,7 +57,7 @@ def main() -> None:
             shutil.rmtree(out)
         r, p = statistics.median(read), statistics.median(prep)
         print(f"bare pyarrow read of the 200 columns: {r:.3f} s (median of {a.repeats})")
-        print(f"read into the row-major [rows, 200] array: {statistics.median(rows):.3f} s "
+        print(f"read into the sequence blocks of the shard: {statistics.median(rows):.3f} s "
               f"({statistics.median(rows) / r:.2f}x the bare read)")
         print(f"prepare one file (read, split, shard, statistics), {cpus} threads: {p:.3f} s "
               f"(median of {a.repeats})")

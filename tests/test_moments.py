@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from aslfr.data.moments import FeatureMoments, sequence_sums
+from aslfr.data.shards import to_blocks
 from aslfr.features import landmark_features, rows_to_coords
 from aslfr.landmarks import CENTRE_POINT, N_SELECTED
 
@@ -40,7 +41,7 @@ def _reference(seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def _moments(seqs: list[np.ndarray], threads: int = 1) -> FeatureMoments:
-    values = np.concatenate(seqs)
+    values = to_blocks(seqs)
     lengths = np.array([len(s) for s in seqs])
     m = FeatureMoments()
     m.add_sums(sequence_sums(values, np.cumsum(lengths) - lengths, lengths, threads), lengths)
@@ -73,7 +74,7 @@ def test_splitting_over_threads_does_not_change_the_numbers() -> None:
 
 def test_sequences_in_any_order_give_the_same_sums() -> None:
     seqs = _sequences(np.random.default_rng(4))
-    values = np.concatenate(seqs)
+    values = to_blocks(seqs)
     lengths = np.array([len(s) for s in seqs])
     starts = np.cumsum(lengths) - lengths
     order = np.random.default_rng(5).permutation(len(seqs))  # a csv listing another order
@@ -84,9 +85,25 @@ def test_sequences_in_any_order_give_the_same_sums() -> None:
 def test_counts_give_the_hand_frames_and_empty_sequences() -> None:
     seqs = _sequences(np.random.default_rng(3))
     seqs.append(np.full((4, 2 * N_SELECTED), np.nan, np.float32))
-    values = np.concatenate(seqs)
+    values = to_blocks(seqs)
     lengths = np.array([len(s) for s in seqs])
     sums = sequence_sums(values, np.cumsum(lengths) - lengths, lengths)
     for s, row in zip(seqs, sums):
         np.testing.assert_array_equal(row[0], np.count_nonzero(~np.isnan(s), 0))
     assert sums[-1, 0].sum() == 0
+
+
+def test_raw_sums_equal_numpys_in_float64() -> None:
+    """The compiled sums (reordered so that they vectorise) against a plain float64 reference:
+    count, sum and sum of squares of the values and of their float32 1- and 2-frame differences,
+    NaN where either end is NaN."""
+    seqs = _sequences(np.random.default_rng(6))
+    lengths = np.array([len(s) for s in seqs])
+    sums = sequence_sums(to_blocks(seqs), np.cumsum(lengths) - lengths, lengths, threads=2)
+    for s, got in zip(seqs, sums):
+        for k, x in enumerate((s, s[1:] - s[:-1], s[2:] - s[:-2])):
+            ok = ~np.isnan(x)
+            v = np.where(ok, x, 0).astype(np.float64)
+            np.testing.assert_array_equal(got[3 * k], ok.sum(0))
+            np.testing.assert_allclose(got[3 * k + 1], v.sum(0), rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(got[3 * k + 2], (v * v).sum(0), rtol=1e-12, atol=1e-12)

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from aslfr.cli import main
-from aslfr.data.kaggle import DataError, read_landmarks
+from aslfr.data.kaggle import DataError, read_landmarks, read_sequence_blocks, sequence_runs
 from aslfr.data.prepare import prepare
-from aslfr.data.shards import METADATA_FIELDS, ShardDataset
+from aslfr.data.shards import METADATA_FIELDS, ShardDataset, StreamedArray, block_rows
 from aslfr.data.tfrecords import encode_example, read_seed_file, write_records
 from aslfr.features import landmark_features, rows_to_coords
 from aslfr.landmarks import SELECTED_COLUMNS
@@ -98,6 +98,20 @@ def test_rerun_resumes_and_gives_the_same_files(synth_dir: Path, prepared_dir: P
     for name in ("metadata.parquet", "stats.npz"):
         assert (out / name).read_bytes() == (prepared_dir / name).read_bytes()
     assert (out / "shards" / f"{first}.npy").read_bytes() == (prepared_dir / "shards" / f"{first}.npy").read_bytes()
+
+
+def test_shards_of_the_earlier_row_major_layout_still_read(prepared_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    shutil.copytree(prepared_dir, out)
+    new, old = ShardDataset(prepared_dir), ShardDataset(out)
+    for file_id in np.unique(new.meta["file_id"]):
+        mine = np.flatnonzero(new.meta["file_id"] == file_id)
+        rows = np.zeros((int(max(new.meta["offset"][mine] + new.meta["n_frames"][mine])), 200), np.float32)
+        for i in mine:
+            rows[new.meta["offset"][i]:new.meta["offset"][i] + new.meta["n_frames"][i]] = new.rows(i)
+        np.save(out / "shards" / f"{file_id}.npy", rows)
+    for i in range(0, len(new), 7):
+        np.testing.assert_array_equal(old.rows(i), new.rows(i))
 
 
 def test_two_workers_give_the_same_files(synth_dir: Path, prepared_dir: Path, tmp_path: Path) -> None:
@@ -272,6 +286,15 @@ def test_read_landmarks_gives_each_sequence_one_block_whatever_the_file_layout(s
     np.testing.assert_array_equal(got_seq, seq[order])
     np.testing.assert_array_equal(got_frame, frame[order])
     np.testing.assert_array_equal(values, expect[order].astype(np.float32))
+    # the shard layout: the same rows as sequence blocks, sequences cut by row groups included
+    read = read_sequence_blocks(path, threads=2)
+    ids, starts, lengths = sequence_runs(got_seq)
+    np.testing.assert_array_equal(read.sequence_ids, ids)
+    np.testing.assert_array_equal(read.starts, starts)
+    np.testing.assert_array_equal(read.lengths, lengths)
+    assert read.blocks.dtype == np.float32 and read.blocks.shape == (values.size,)
+    for a, n in zip(starts, lengths):
+        np.testing.assert_array_equal(block_rows(read.blocks, a, n), values[a:a + n])
 
 
 def test_unwritable_output_directory(synth_dir: Path, tmp_path: Path) -> None:
@@ -285,3 +308,22 @@ def test_cli_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.Captur
     assert main(["prepare", str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "nowhere: data directory not found" in err and "Traceback" not in err
+
+
+def test_a_streamed_shard_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    values = np.arange(10_000, dtype=np.float32)
+    path = tmp_path / "7.npy"
+    with StreamedArray(path) as out:
+        out.extend(values, 2_500)
+        out.extend(values, 2_500)   # nothing new
+        out.extend(values, 6_000)
+        assert not path.exists()    # only the temporary name until finished
+        out.finish(values)
+    np.testing.assert_array_equal(np.load(path), values)
+    assert [p.name for p in tmp_path.iterdir()] == ["7.npy"]
+
+    with pytest.raises(RuntimeError, match="reading failed"):
+        with StreamedArray(tmp_path / "8.npy") as out:
+            out.extend(values, 4_000)
+            raise RuntimeError("reading failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["7.npy"]  # nothing half-written is left

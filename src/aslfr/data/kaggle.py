@@ -7,7 +7,7 @@ traceback from deep inside pyarrow is no help.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,18 +93,57 @@ def _check_schema(path: Path, schema: pa.Schema, columns: list[str]) -> None:
 
 def read_landmarks(path: Path, columns: list[str] = SELECTED_COLUMNS,
                    threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read only `columns` of one landmark file.
+    """Read only `columns` of one landmark file, as rows.
 
     Returns (sequence_ids, frames, values[rows, len(columns)] float32), each sequence one
     contiguous block with its frames in order: the file's own row order when it already is so
     (the competition's files are), else rows sorted by (sequence_id, frame).
-
-    The file is decoded piece by piece (row groups, or batches of one big row group) on
-    pyarrow's threads, one piece ahead, while a compiled loop on `threads` threads copies the
-    pieces already decoded straight into the row-major array.
     """
     from aslfr.data.kernels import gather  # numba: imported only where landmarks are read
 
+    seq, frame, pieces = _landmark_pieces(path, columns)
+    values = np.empty((len(seq), len(columns)), dtype=np.float32)
+    for row, cols in pieces:
+        gather(cols, values, row, threads)
+    return seq, frame, values
+
+
+@dataclass(frozen=True)
+class SequenceBlocks:
+    """The sequences of one landmark file in the shard layout (`aslfr.data.shards`)."""
+    sequence_ids: np.ndarray  # [sequences]
+    starts: np.ndarray        # [sequences] row offset of each, ascending
+    lengths: np.ndarray       # [sequences] frames of each
+    blocks: np.ndarray        # float32 [rows * len(columns)]: sequence s is [len(columns), lengths[s]]
+
+
+def read_sequence_blocks(path: Path, columns: list[str] = SELECTED_COLUMNS, threads: int = 1,
+                         ready: Callable[[np.ndarray, int], None] | None = None) -> SequenceBlocks:
+    """Read only `columns` of one landmark file, as sequence blocks: the rows in the order of
+    `read_landmarks`, each sequence's columns one after the other.
+
+    `ready(blocks, n)`, if given, is called after each piece with the number of leading values
+    of `blocks` that are final (the blocks of the sequences read to their end), so that a writer
+    can stream them out while the next piece is read."""
+    from aslfr.data.kernels import copy_blocks
+
+    seq, _, pieces = _landmark_pieces(path, columns)
+    ids, starts, lengths = sequence_runs(seq)
+    blocks = np.empty(len(seq) * len(columns), dtype=np.float32)
+    for row, cols in pieces:
+        copy_blocks(cols, blocks, row, starts, lengths, threads)
+        if ready is not None:
+            end = row + len(cols[0])
+            cut = int(np.searchsorted(starts + lengths, end, side="right"))  # sequences done so far
+            ready(blocks, int(starts[cut] if cut < len(starts) else len(seq)) * len(columns))
+    return SequenceBlocks(ids, starts, lengths, blocks)
+
+
+def _landmark_pieces(path: Path, columns: list[str]) -> tuple[np.ndarray, np.ndarray, Iterator[tuple[int, list[np.ndarray]]]]:
+    """(sequence_ids, frames, pieces) of one landmark file, in the order `read_landmarks`
+    describes; each piece is (first row, float32 columns), decoded on pyarrow's threads one
+    piece ahead while the caller copies the one before (row groups, or batches of one big row
+    group)."""
     try:
         source = pq.ParquetFile(path)  # the footer is parsed once, for the check and the read
     except (OSError, pa.ArrowException) as e:
@@ -112,32 +151,41 @@ def read_landmarks(path: Path, columns: list[str] = SELECTED_COLUMNS,
     _check_schema(path, source.schema_arrow, columns)
     try:
         keys = source.read(columns=["sequence_id", "frame"], use_threads=True)
-        seq = keys.column(0).to_numpy()
-        frame = keys.column(1).to_numpy()
-        if _grouped(seq, frame):
-            pieces: Iterator[pa.Table | pa.RecordBatch] = _read_ahead(_pieces(source, columns))
-        else:
-            order = np.lexsort((frame, seq))
-            seq, frame = seq[order], frame[order]
-            pieces = iter([source.read(columns=columns, use_threads=True).take(order)])
-        values = np.empty((len(seq), len(columns)), dtype=np.float32)
-        row = 0
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"{path}: cannot read landmarks ({e})") from None
+    seq = keys.column(0).to_numpy()
+    frame = keys.column(1).to_numpy()
+    if _grouped(seq, frame):
+        pieces: Iterator[pa.Table | pa.RecordBatch] = _read_ahead(_pieces(source, columns))
+    else:
+        order = np.lexsort((frame, seq))
+        seq, frame = seq[order], frame[order]
+        pieces = _sorted(source, columns, order)
+    return seq, frame, _column_pieces(path, pieces, len(seq))
+
+
+def _column_pieces(path: Path, pieces: Iterator[pa.Table | pa.RecordBatch],
+                   rows: int) -> Iterator[tuple[int, list[np.ndarray]]]:
+    row = 0
+    try:
         for piece in pieces:
             for batch in (piece.to_batches() if isinstance(piece, pa.Table) else [piece]):
                 n = batch.num_rows
-                if row + n > len(values):
+                if row + n > rows:
                     raise DataError(f"{path}: the landmark columns have more rows than sequence_id")
-                # views of the buffers where possible (nulls become NaN; another float type is cast)
-                cols = [np.asarray(batch.column(j).to_numpy(zero_copy_only=False), np.float32)
-                        for j in range(batch.num_columns)]
                 if n:
-                    gather(cols, values, row, threads)
+                    # views of the buffers where possible (nulls become NaN; another float type is cast)
+                    yield row, [np.asarray(batch.column(j).to_numpy(zero_copy_only=False), np.float32)
+                                for j in range(batch.num_columns)]
                 row += n
     except (OSError, pa.ArrowException) as e:
         raise DataError(f"{path}: cannot read landmarks ({e})") from None
-    if row != len(values):
-        raise DataError(f"{path}: {row} rows of landmarks read, {len(values)} of sequence_id")
-    return seq, frame, values
+    if row != rows:
+        raise DataError(f"{path}: {row} rows of landmarks read, {rows} of sequence_id")
+
+
+def _sorted(source: pq.ParquetFile, columns: list[str], order: np.ndarray) -> Iterator[pa.Table]:
+    yield source.read(columns=columns, use_threads=True).take(order)
 
 
 def _pieces(source: pq.ParquetFile, columns: list[str]) -> Iterator[pa.Table | pa.RecordBatch]:
@@ -166,11 +214,16 @@ def _grouped(seq: np.ndarray, frame: np.ndarray) -> bool:
     return len(np.unique(run_starts)) == len(run_starts) and bool(np.all(frame[1:][same] >= frame[:-1][same]))
 
 
+def sequence_runs(seq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sequence_ids, start rows, row counts) of the runs of equal ids in `seq`, rows grouped
+    by sequence_id, in row order."""
+    bounds = np.flatnonzero(seq[1:] != seq[:-1]) + 1
+    starts = np.concatenate([[0], bounds]).astype(np.int64) if len(seq) else np.zeros(0, np.int64)
+    lengths = np.diff(np.append(starts, len(seq))).astype(np.int64)
+    return np.asarray(seq[starts], np.int64), starts, lengths
+
+
 def split_sequences(seq: np.ndarray) -> dict[int, tuple[int, int]]:
     """sequence_id -> (start row, n rows) for rows grouped by sequence_id."""
-    if len(seq) == 0:
-        return {}
-    bounds = np.flatnonzero(seq[1:] != seq[:-1]) + 1
-    starts = np.concatenate([[0], bounds])
-    ends = np.concatenate([bounds, [len(seq)]])
-    return {int(seq[s]): (int(s), int(e - s)) for s, e in zip(starts, ends)}
+    ids, starts, lengths = sequence_runs(seq)
+    return {int(i): (int(s), int(n)) for i, s, n in zip(ids, starts, lengths)}

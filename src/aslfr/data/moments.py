@@ -16,12 +16,11 @@ frame (last two frames) of each sequence has a difference of 0 in the features, 
 a valid value. A sequence axis whose scale is 0 or undefined has no finite x' and no finite
 difference except those zeros.
 
-One compiled pass over the rows (`kernels.sums_kernel`, numba, no GIL, so a file's sequences
-are split over threads) computes the raw sums in float64, instead of materialising the
-[rows, 600] features in torch and reducing them; with the compiled gather, it took `aslfr
-prepare` of a real-size file from 11.2x pyarrow's bare read to about 2.2x
-(`benchmarks/prepare.py`). `tests/test_moments.py` pins the result to
-`aslfr.features.landmark_features`, which training and export use.
+One compiled pass over each sequence's columns (`kernels.sums_kernel`, numba, no GIL, so a
+file's sequences are split over threads) computes the raw sums in float64, instead of
+materialising the [rows, 600] features in torch and reducing them (`benchmarks/prepare.py`).
+`tests/test_moments.py` pins the result to `aslfr.features.landmark_features`, which training
+and export use.
 """
 
 from __future__ import annotations
@@ -31,24 +30,26 @@ from pathlib import Path
 import numpy as np
 
 from aslfr.data.kernels import N_SUMS, in_parts, sums_kernel
-from aslfr.data.shards import save_npz
+from aslfr.data.shards import N_COLUMNS, save_npz
 from aslfr.features import N_FEATURES
 from aslfr.landmarks import CENTRE_POINT, N_SELECTED, NODE_ORDER
 
 _LIP = int(CENTRE_POINT)  # the centre landmark's index among the 100 selected ones
 
 
-def sequence_sums(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, threads: int = 1) -> np.ndarray:
-    """[n, 9, columns] float64 raw sums of sequence i = rows starts[i]:starts[i] + lengths[i] of
-    `values` [rows, columns] (NaN where not detected): for channel c in (value, 1-frame
-    difference, 2-frame difference), index 3c is the count of valid values, 3c+1 their sum and
-    3c+2 their sum of squares. One compiled pass (`kernels.sums_kernel`) on `threads` threads;
-    sequences are summed independently, so any split over threads gives the same numbers."""
-    values = np.ascontiguousarray(values, dtype=np.float32)
+def sequence_sums(blocks: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+                  threads: int = 1, n_cols: int = N_COLUMNS) -> np.ndarray:
+    """[n, 9, n_cols] float64 raw sums of sequence i, the block at row offset starts[i] with
+    lengths[i] frames of `blocks` (the shard layout, `aslfr.data.shards`; NaN where not
+    detected): for channel c in (value, 1-frame difference, 2-frame difference), index 3c is the
+    count of valid values, 3c+1 their sum and 3c+2 their sum of squares. One compiled pass
+    (`kernels.sums_kernel`) on `threads` threads; sequences are summed independently, so any
+    split over threads gives the same numbers."""
+    blocks = np.ascontiguousarray(blocks, dtype=np.float32).reshape(-1)
     starts = np.asarray(starts, np.int64)
     lengths = np.asarray(lengths, np.int64)
-    out = np.zeros((len(starts), N_SUMS, values.shape[1]), np.float64)
-    in_parts(lambda a, b: sums_kernel(values, starts, lengths, out, a, b), lengths, threads)
+    out = np.zeros((len(starts), N_SUMS, n_cols), np.float64)
+    in_parts(lambda a, b: sums_kernel(blocks, starts, lengths, n_cols, out, a, b), lengths, threads)
     return out
 
 
@@ -66,19 +67,19 @@ class FeatureMoments:
         if n == 0:
             return
         lengths = np.asarray(lengths, np.float64)
-        sums = _centred(sums)
-        per_axis = sums.reshape(n, N_SUMS, 2, N_SELECTED).sum(-1)  # [n, 9, 2]
+        s1, s2 = _centred(sums)
         with np.errstate(invalid="ignore", divide="ignore"):
-            scale = np.sqrt(per_axis[:, 2] / per_axis[:, 0])  # [n, 2]
+            scale = np.sqrt(s2.sum(-1) / _by_axis(sums[:, 0]).sum(-1))  # [n, 2]
         usable = np.isfinite(scale) & (scale > 0)
-        scale = np.repeat(np.where(usable, scale, 1.0), N_SELECTED, axis=1)  # [n, 200]
-        usable = np.repeat(usable, N_SELECTED, axis=1)
+        weight = np.where(usable, 1.0 / np.where(usable, scale, 1.0), 0.0)  # [n, 2]: 1 / scale, or 0
+        keep = usable.astype(np.float64)
         count, total, total_sq = (np.zeros((3, 2 * N_SELECTED)) for _ in range(3))
         for c in range(3):
-            edge_zeros = np.minimum(lengths, c)[:, None]  # differences past the end are 0, not NaN
-            count[c] = (np.where(usable, sums[:, 3 * c], 0.0) + edge_zeros).sum(0)
-            total[c] = np.where(usable, sums[:, 3 * c + 1] / scale, 0.0).sum(0)
-            total_sq[c] = np.where(usable, sums[:, 3 * c + 2] / scale ** 2, 0.0).sum(0)
+            first, second = (s1, s2) if c == 0 else (_by_axis(sums[:, 3 * c + 1]), _by_axis(sums[:, 3 * c + 2]))
+            edge_zeros = np.minimum(lengths, c).sum()  # differences past the end are 0, not NaN
+            count[c] = np.einsum("na,naj->aj", keep, _by_axis(sums[:, 3 * c])).reshape(-1) + edge_zeros
+            total[c] = np.einsum("na,naj->aj", weight, first).reshape(-1)
+            total_sq[c] = np.einsum("na,naj->aj", weight ** 2, second).reshape(-1)
         self.count += _feature_order(count)
         self.total += _feature_order(total)
         self.total_sq += _feature_order(total_sq)
@@ -109,20 +110,23 @@ class FeatureMoments:
         return mean.astype(np.float32), std.astype(np.float32)
 
 
-def _centred(sums: np.ndarray) -> np.ndarray:
-    """Raw sums -> sums of x - centre, the centre being the NaN-aware mean of the centre landmark
-    per sequence and axis, 0.5 where it is never detected (SEED-SPEC 4.1). In float64 the
-    expansion loses nothing that matters (values near 0.5, spreads near 0.1: ~1e-14)."""
+def _by_axis(columns: np.ndarray) -> np.ndarray:
+    """[n, 200 columns (100 x, 100 y)] -> [n, 2 axes, 100] (a view)."""
+    return columns.reshape(len(columns), 2, N_SELECTED)
+
+
+def _centred(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Raw sums -> the sum and sum of squares of x - centre, each [n, 2 axes, 100], the centre
+    being the NaN-aware mean of the centre landmark per sequence and axis, 0.5 where it is never
+    detected (SEED-SPEC 4.1). In float64 the expansion loses nothing that matters (values near
+    0.5, spreads near 0.1: ~1e-14). The differences do not depend on the centre."""
     lip = sums[:, :, [_LIP, N_SELECTED + _LIP]]  # [n, 9, 2]
     with np.errstate(invalid="ignore", divide="ignore"):
         centre = np.where(lip[:, 0] > 0, lip[:, 1] / lip[:, 0], 0.5)  # [n, 2]
     # the feature code centres in float32
-    centre = np.repeat(centre.astype(np.float32).astype(np.float64), N_SELECTED, axis=1)  # [n, 200]
-    out = sums.copy()
-    n0, s1, s2 = sums[:, 0], sums[:, 1], sums[:, 2]
-    out[:, 1] = s1 - n0 * centre
-    out[:, 2] = s2 - 2 * centre * s1 + n0 * centre ** 2
-    return out  # differences do not depend on the centre
+    centre = centre.astype(np.float32).astype(np.float64)[:, :, None]  # [n, 2, 1]
+    n0, s1, s2 = _by_axis(sums[:, 0]), _by_axis(sums[:, 1]), _by_axis(sums[:, 2])
+    return s1 - n0 * centre, s2 - 2 * centre * s1 + n0 * centre ** 2
 
 
 def _feature_order(by_column: np.ndarray) -> np.ndarray:
