@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aslfr.landmarks import SELECTED_COLUMNS
-
-T = TypeVar("T")
 
 METADATA_COLUMNS = ("path", "file_id", "sequence_id", "participant_id", "phrase")
 METADATA_FILES = {"train": "train.csv", "supplemental": "supplemental_metadata.csv"}
@@ -139,71 +135,47 @@ def read_sequence_blocks(path: Path, columns: list[str] = SELECTED_COLUMNS, thre
     return SequenceBlocks(ids, starts, lengths, blocks)
 
 
+_PIECE_ROWS = 65_536  # rows per piece handed to the caller: each piece's copy is written out while the next is copied
+
+
 def _landmark_pieces(path: Path, columns: list[str]) -> tuple[np.ndarray, np.ndarray, Iterator[tuple[int, list[np.ndarray]]]]:
     """(sequence_ids, frames, pieces) of one landmark file, in the order `read_landmarks`
-    describes; each piece is (first row, float32 columns), decoded on pyarrow's threads one
-    piece ahead while the caller copies the one before (row groups, or batches of one big row
-    group)."""
+    describes; each piece is (first row, float32 columns) of up to `_PIECE_ROWS` rows.
+
+    The file is decoded in one call, on all of pyarrow's threads, like a bare read: on the cores
+    here that is faster than decoding row group by row group while the caller copies the one
+    before, since both compete for the same cores (`benchmarks/README.md`)."""
     try:
-        source = pq.ParquetFile(path)  # the footer is parsed once, for the check and the read
+        # the footer is parsed once, for the check and the read; the pages are read from a memory
+        # map, not copied into buffers first (about 15% less time, `benchmarks/prepare.py`)
+        source = pq.ParquetFile(path, memory_map=True)
     except (OSError, pa.ArrowException) as e:
         raise DataError(f"{path}: not a readable parquet file ({e})") from None
     _check_schema(path, source.schema_arrow, columns)
     try:
-        keys = source.read(columns=["sequence_id", "frame"], use_threads=True)
+        table = source.read(columns=["sequence_id", "frame", *columns], use_threads=True)
+        seq = table.column(0).to_numpy()
+        frame = table.column(1).to_numpy()
+        if not _grouped(seq, frame):
+            order = np.lexsort((frame, seq))
+            seq, frame = seq[order], frame[order]
+            table = table.take(order)
     except (OSError, pa.ArrowException) as e:
         raise DataError(f"{path}: cannot read landmarks ({e})") from None
-    seq = keys.column(0).to_numpy()
-    frame = keys.column(1).to_numpy()
-    if _grouped(seq, frame):
-        pieces: Iterator[pa.Table | pa.RecordBatch] = _read_ahead(_pieces(source, columns))
-    else:
-        order = np.lexsort((frame, seq))
-        seq, frame = seq[order], frame[order]
-        pieces = _sorted(source, columns, order)
-    return seq, frame, _column_pieces(path, pieces, len(seq))
+    return seq, frame, _column_pieces(path, table.select(range(2, table.num_columns)))
 
 
-def _column_pieces(path: Path, pieces: Iterator[pa.Table | pa.RecordBatch],
-                   rows: int) -> Iterator[tuple[int, list[np.ndarray]]]:
+def _column_pieces(path: Path, table: pa.Table) -> Iterator[tuple[int, list[np.ndarray]]]:
     row = 0
     try:
-        for piece in pieces:
-            for batch in (piece.to_batches() if isinstance(piece, pa.Table) else [piece]):
-                n = batch.num_rows
-                if row + n > rows:
-                    raise DataError(f"{path}: the landmark columns have more rows than sequence_id")
-                if n:
-                    # views of the buffers where possible (nulls become NaN; another float type is cast)
-                    yield row, [np.asarray(batch.column(j).to_numpy(zero_copy_only=False), np.float32)
-                                for j in range(batch.num_columns)]
-                row += n
+        for batch in table.to_batches(max_chunksize=_PIECE_ROWS):
+            if batch.num_rows:
+                # views of the buffers where possible (nulls become NaN; another float type is cast)
+                yield row, [np.asarray(batch.column(j).to_numpy(zero_copy_only=False), np.float32)
+                            for j in range(batch.num_columns)]
+            row += batch.num_rows
     except (OSError, pa.ArrowException) as e:
         raise DataError(f"{path}: cannot read landmarks ({e})") from None
-    if row != rows:
-        raise DataError(f"{path}: {row} rows of landmarks read, {rows} of sequence_id")
-
-
-def _sorted(source: pq.ParquetFile, columns: list[str], order: np.ndarray) -> Iterator[pa.Table]:
-    yield source.read(columns=columns, use_threads=True).take(order)
-
-
-def _pieces(source: pq.ParquetFile, columns: list[str]) -> Iterator[pa.Table | pa.RecordBatch]:
-    if source.metadata.num_row_groups > 1:
-        for k in range(source.metadata.num_row_groups):
-            yield source.read_row_group(k, columns=columns, use_threads=True)
-    else:
-        yield from source.iter_batches(batch_size=65536, columns=columns, use_threads=True)
-
-
-def _read_ahead(pieces: Iterator[T]) -> Iterator[T]:
-    """The items of `pieces`, the next one produced on another thread while this one is used."""
-    done = object()
-    with ThreadPoolExecutor(1) as ahead:
-        upcoming = ahead.submit(next, pieces, done)
-        while (item := upcoming.result()) is not done:
-            upcoming = ahead.submit(next, pieces, done)
-            yield item
 
 
 def _grouped(seq: np.ndarray, frame: np.ndarray) -> bool:
