@@ -60,6 +60,8 @@ def test_metadata_and_o1_access_match_the_source(synth_dir: Path, prepared_dir: 
     assert ds.meta["n_left_hand_frames"][i] == np.count_nonzero(~np.isnan(expect[:, 21]))
     assert ds.coords(i).shape == (len(expect), 100, 2)
     assert np.array_equal(ds.coords(i)[:, :, 0], expect[:, :100], equal_nan=True)
+    assert np.array_equal(ds.coords(i)[:, :, 1], expect[:, 100:], equal_nan=True)
+    assert ds.coords(i).flags.c_contiguous and ds.coords(i).dtype == np.float32
 
 
 def test_stats_are_the_nan_aware_moments_of_the_features(prepared_dir: Path) -> None:
@@ -112,6 +114,7 @@ def test_shards_of_the_earlier_row_major_layout_still_read(prepared_dir: Path, t
         np.save(out / "shards" / f"{file_id}.npy", rows)
     for i in range(0, len(new), 7):
         np.testing.assert_array_equal(old.rows(i), new.rows(i))
+        np.testing.assert_array_equal(old.coords(i), new.coords(i))
 
 
 def test_two_workers_give_the_same_files(synth_dir: Path, prepared_dir: Path, tmp_path: Path) -> None:

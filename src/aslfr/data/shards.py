@@ -81,7 +81,17 @@ class ShardDataset:
         return block_rows(shard, start, n)
 
     def coords(self, i: int) -> np.ndarray:
-        return rows_to_coords(self.rows(i))
+        """[T, 100, 2] coordinates of sample i (a new array); from a sequence block, one
+        transposing copy and C-contiguous, as the training loader wants it."""
+        start, n = int(self.meta["offset"][i]), int(self.meta["n_frames"][i])
+        shard = self._shard(int(self.meta["file_id"][i]))
+        if shard.ndim == 2:  # the earlier row-major layout
+            return rows_to_coords(np.array(shard[start:start + n]))
+        block = np.array(shard[start * N_COLUMNS:(start + n) * N_COLUMNS]).reshape(2, N_COLUMNS // 2, n)
+        out = np.empty((n, N_COLUMNS // 2, 2), np.float32)
+        out[:, :, 0] = block[0].T  # one strided copy per axis: ~5x faster than numpy's
+        out[:, :, 1] = block[1].T  # transposing copy of the whole [2, 100, n] block
+        return out
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         with np.load(self.root / "stats.npz") as d:
@@ -90,7 +100,8 @@ class ShardDataset:
 
 def block_rows(blocks: np.ndarray, start: int, n: int, n_cols: int = N_COLUMNS) -> np.ndarray:
     """The [n, n_cols] rows of the sequence block at row offset `start` (a new array)."""
-    return np.ascontiguousarray(blocks[start * n_cols:(start + n) * n_cols].reshape(n_cols, n).T)
+    block = np.array(blocks[start * n_cols:(start + n) * n_cols])  # one sequential read of the map first:
+    return np.ascontiguousarray(block.reshape(n_cols, n).T)           # the transpose then runs in cache
 
 
 def to_blocks(sequences: list[np.ndarray], n_cols: int = N_COLUMNS) -> np.ndarray:
