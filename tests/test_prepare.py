@@ -12,7 +12,7 @@ import torch
 from aslfr.cli import main
 from aslfr.data.kaggle import DataError, read_landmarks, read_sequence_blocks, sequence_runs
 from aslfr.data.prepare import prepare
-from aslfr.data.shards import METADATA_FIELDS, ShardDataset, StreamedArray, block_rows
+from aslfr.data.shards import METADATA_FIELDS, ShardDataset, block_rows
 from aslfr.data.tfrecords import encode_example, read_seed_file, write_records
 from aslfr.features import landmark_features, rows_to_coords
 from aslfr.landmarks import SELECTED_COLUMNS
@@ -312,21 +312,3 @@ def test_cli_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.Captur
     err = capsys.readouterr().err
     assert "nowhere: data directory not found" in err and "Traceback" not in err
 
-
-def test_a_streamed_shard_appears_whole_or_not_at_all(tmp_path: Path) -> None:
-    values = np.arange(10_000, dtype=np.float32)
-    path = tmp_path / "7.npy"
-    with StreamedArray(path) as out:
-        out.extend(values, 2_500)
-        out.extend(values, 2_500)   # nothing new
-        out.extend(values, 6_000)
-        assert not path.exists()    # only the temporary name until finished
-        out.finish(values)
-    np.testing.assert_array_equal(np.load(path), values)
-    assert [p.name for p in tmp_path.iterdir()] == ["7.npy"]
-
-    with pytest.raises(RuntimeError, match="reading failed"):
-        with StreamedArray(tmp_path / "8.npy") as out:
-            out.extend(values, 4_000)
-            raise RuntimeError("reading failed")
-    assert [p.name for p in tmp_path.iterdir()] == ["7.npy"]  # nothing half-written is left

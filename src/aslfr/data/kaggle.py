@@ -7,7 +7,7 @@ traceback from deep inside pyarrow is no help.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,14 +113,9 @@ class SequenceBlocks:
     blocks: np.ndarray        # float32 [rows * len(columns)]: sequence s is [len(columns), lengths[s]]
 
 
-def read_sequence_blocks(path: Path, columns: list[str] = SELECTED_COLUMNS, threads: int = 1,
-                         ready: Callable[[np.ndarray, int], None] | None = None) -> SequenceBlocks:
+def read_sequence_blocks(path: Path, columns: list[str] = SELECTED_COLUMNS, threads: int = 1) -> SequenceBlocks:
     """Read only `columns` of one landmark file, as sequence blocks: the rows in the order of
-    `read_landmarks`, each sequence's columns one after the other.
-
-    `ready(blocks, n)`, if given, is called after each piece with the number of leading values
-    of `blocks` that are final (the blocks of the sequences read to their end), so that a writer
-    can stream them out while the next piece is read."""
+    `read_landmarks`, each sequence's columns one after the other."""
     from aslfr.data.kernels import copy_blocks
 
     seq, _, pieces = _landmark_pieces(path, columns)
@@ -128,26 +123,20 @@ def read_sequence_blocks(path: Path, columns: list[str] = SELECTED_COLUMNS, thre
     blocks = np.empty(len(seq) * len(columns), dtype=np.float32)
     for row, cols in pieces:
         copy_blocks(cols, blocks, row, starts, lengths, threads)
-        if ready is not None:
-            end = row + len(cols[0])
-            cut = int(np.searchsorted(starts + lengths, end, side="right"))  # sequences done so far
-            ready(blocks, int(starts[cut] if cut < len(starts) else len(seq)) * len(columns))
     return SequenceBlocks(ids, starts, lengths, blocks)
-
-
-_PIECE_ROWS = 65_536  # rows per piece handed to the caller: each piece's copy is written out while the next is copied
 
 
 def _landmark_pieces(path: Path, columns: list[str]) -> tuple[np.ndarray, np.ndarray, Iterator[tuple[int, list[np.ndarray]]]]:
     """(sequence_ids, frames, pieces) of one landmark file, in the order `read_landmarks`
-    describes; each piece is (first row, float32 columns) of up to `_PIECE_ROWS` rows.
+    describes; each piece is (first row, float32 columns) of one record batch.
 
     The file is decoded in one call, on all of pyarrow's threads, like a bare read: on the cores
     here that is faster than decoding row group by row group while the caller copies the one
     before, since both compete for the same cores (`benchmarks/README.md`)."""
     try:
         # the footer is parsed once, for the check and the read; the pages are read from a memory
-        # map, not copied into buffers first (about 15% less time, `benchmarks/prepare.py`)
+        # map, not copied into buffers first (a bare read of these columns: 0.080 s against
+        # 0.101 s without the map, `benchmarks/README.md`)
         source = pq.ParquetFile(path, memory_map=True)
     except (OSError, pa.ArrowException) as e:
         raise DataError(f"{path}: not a readable parquet file ({e})") from None
@@ -168,7 +157,7 @@ def _landmark_pieces(path: Path, columns: list[str]) -> tuple[np.ndarray, np.nda
 def _column_pieces(path: Path, table: pa.Table) -> Iterator[tuple[int, list[np.ndarray]]]:
     row = 0
     try:
-        for batch in table.to_batches(max_chunksize=_PIECE_ROWS):
+        for batch in table.to_batches():
             if batch.num_rows:
                 # views of the buffers where possible (nulls become NaN; another float type is cast)
                 yield row, [np.asarray(batch.column(j).to_numpy(zero_copy_only=False), np.float32)

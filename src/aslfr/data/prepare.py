@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +25,7 @@ from tqdm import tqdm
 from aslfr.data.kaggle import (DataError, SequenceInfo, check_landmark_schema, read_metadata,
                                read_sequence_blocks)
 from aslfr.data.moments import FeatureMoments, sequence_sums
-from aslfr.data.shards import (METADATA_FIELDS, N_COLUMNS, StreamedArray, save_npz, to_blocks, write_json,
-                               write_table)
+from aslfr.data.shards import METADATA_FIELDS, N_COLUMNS, save_npy, save_npz, to_blocks, write_json, write_table
 from aslfr.data.tfrecords import TFRecordError, file_id_of, read_seed_file
 from aslfr.landmarks import SELECTED_COLUMNS
 from aslfr.vocab import CHAR_TO_INDEX
@@ -101,41 +100,45 @@ def prepare_file(job: FileJob, out: Path, threads: int | None = None) -> dict[st
     """Prepare one source file into its shard, on `threads` threads (default: every CPU this
     process may use); returns its skip counts.
 
-    The file is read straight into sequence blocks (the shard layout), which another thread
-    writes out as they are completed; one pass over them (`sequence_sums`) gives the
-    statistics' sums, the hand-frame counts and the all-NaN check of every sequence.
+    The file is read straight into sequence blocks (the shard layout); one pass over them
+    (`sequence_sums`) gives the statistics' sums, the hand-frame counts and the all-NaN check
+    of every sequence, while another thread writes the shard.
     """
     threads = threads or available_cpus()
     skipped: Counter[str] = Counter()
     entries: list[tuple[int, int, str, int, int]] = []  # (sequence_id, participant, phrase, start, n)
-    # The shard is the file's sequence blocks as read, streamed out while the rest is read and
-    # while the statistics pass runs; the block of a skipped sequence stays in it, unreferenced.
+    if job.kind == "parquet":
+        read = read_sequence_blocks(job.path, threads=threads)
+        values = read.blocks
+        found = {int(i): (int(a), int(n)) for i, a, n in zip(read.sequence_ids, read.starts, read.lengths)}
+        listed = {info.sequence_id for info in job.sequences}
+        skipped["not_in_csv"] += sum(1 for s in found if s not in listed)
+        for info in job.sequences:
+            if info.sequence_id not in found:
+                skipped["missing_in_parquet"] += 1
+                continue
+            entries.append((info.sequence_id, info.participant_id, info.phrase, *found[info.sequence_id]))
+    else:
+        try:
+            records = read_seed_file(job.path, job.file_id)
+        except TFRecordError as e:
+            raise DataError(str(e)) from None
+        values = to_blocks([r.rows for r in records])
+        start = 0
+        for r in records:
+            entries.append((r.sequence_id, r.participant_id, r.phrase, start, len(r.rows)))
+            start += len(r.rows)
+
+    # The shard is the file's sequence blocks as read, written while the statistics pass runs;
+    # the block of a skipped sequence stays in it, unreferenced.
     shard = out / "shards"
-    with StreamedArray(shard / f"{job.file_id}.npy") as shard_file:
-        if job.kind == "parquet":
-            read = read_sequence_blocks(job.path, threads=threads, ready=shard_file.extend)
-            values = read.blocks
-            found = {int(i): (int(a), int(n)) for i, a, n in zip(read.sequence_ids, read.starts, read.lengths)}
-            listed = {info.sequence_id for info in job.sequences}
-            skipped["not_in_csv"] += sum(1 for s in found if s not in listed)
-            for info in job.sequences:
-                if info.sequence_id not in found:
-                    skipped["missing_in_parquet"] += 1
-                    continue
-                entries.append((info.sequence_id, info.participant_id, info.phrase, *found[info.sequence_id]))
-        else:
-            try:
-                records = read_seed_file(job.path, job.file_id)
-            except TFRecordError as e:
-                raise DataError(str(e)) from None
-            values = to_blocks([r.rows for r in records])
-            start = 0
-            for r in records:
-                entries.append((r.sequence_id, r.participant_id, r.phrase, start, len(r.rows)))
-                start += len(r.rows)
-        shard_file.extend(values, len(values))
+    writer = ThreadPoolExecutor(1)
+    written = writer.submit(save_npy, shard / f"{job.file_id}.npy", values)
+    try:
         kept, sums, starts, lengths = _checked_sequences(entries, values, skipped, threads)
-        shard_file.finish(values)
+    finally:
+        writer.shutdown()
+    written.result()
 
     meta = {
         "sequence_id": np.array([e[0] for e in kept], np.int64),

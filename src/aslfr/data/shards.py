@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -73,25 +72,23 @@ class ShardDataset:
         return arr
 
     def rows(self, i: int) -> np.ndarray:
-        """[T, 200] selected columns of sample i."""
-        start, n = int(self.meta["offset"][i]), int(self.meta["n_frames"][i])
-        shard = self._shard(int(self.meta["file_id"][i]))
+        """[T, 200] selected columns of sample i (a new array)."""
+        shard, start, n = self._locate(i)
         if shard.ndim == 2:  # the earlier row-major layout
             return np.array(shard[start:start + n])
         return block_rows(shard, start, n)
 
     def coords(self, i: int) -> np.ndarray:
-        """[T, 100, 2] coordinates of sample i (a new array); from a sequence block, one
-        transposing copy and C-contiguous, as the training loader wants it."""
-        start, n = int(self.meta["offset"][i]), int(self.meta["n_frames"][i])
-        shard = self._shard(int(self.meta["file_id"][i]))
+        """[T, 100, 2] coordinates of sample i (a new, C-contiguous array, as the training loader
+        wants it)."""
+        shard, start, n = self._locate(i)
         if shard.ndim == 2:  # the earlier row-major layout
-            return rows_to_coords(np.array(shard[start:start + n]))
-        block = np.array(shard[start * N_COLUMNS:(start + n) * N_COLUMNS]).reshape(2, N_COLUMNS // 2, n)
-        out = np.empty((n, N_COLUMNS // 2, 2), np.float32)
-        out[:, :, 0] = block[0].T  # one strided copy per axis: ~5x faster than numpy's
-        out[:, :, 1] = block[1].T  # transposing copy of the whole [2, 100, n] block
-        return out
+            return np.ascontiguousarray(rows_to_coords(shard[start:start + n]))
+        return block_coords(shard, start, n)
+
+    def _locate(self, i: int) -> tuple[np.ndarray, int, int]:
+        """(the memory-mapped shard, row offset, frames) of sample i."""
+        return self._shard(int(self.meta["file_id"][i])), int(self.meta["offset"][i]), int(self.meta["n_frames"][i])
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         with np.load(self.root / "stats.npz") as d:
@@ -102,6 +99,17 @@ def block_rows(blocks: np.ndarray, start: int, n: int, n_cols: int = N_COLUMNS) 
     """The [n, n_cols] rows of the sequence block at row offset `start` (a new array)."""
     block = np.array(blocks[start * n_cols:(start + n) * n_cols])  # one sequential read of the map first:
     return np.ascontiguousarray(block.reshape(n_cols, n).T)           # the transpose then runs in cache
+
+
+def block_coords(blocks: np.ndarray, start: int, n: int) -> np.ndarray:
+    """`rows_to_coords` of `block_rows`, [n, 100, 2] C-contiguous, with one strided copy per axis
+    out of the block read sequentially (about 3x faster than the row-major layout's
+    [n, 2, 100] -> [n, 100, 2] copy, `benchmarks/shard_read.py`)."""
+    block = np.array(blocks[start * N_COLUMNS:(start + n) * N_COLUMNS]).reshape(2, N_COLUMNS // 2, n)
+    out = np.empty((n, N_COLUMNS // 2, 2), np.float32)
+    out[:, :, 0] = block[0].T
+    out[:, :, 1] = block[1].T
+    return out
 
 
 def to_blocks(sequences: list[np.ndarray], n_cols: int = N_COLUMNS) -> np.ndarray:
@@ -124,51 +132,11 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
     atomic_write(path, write)
 
 
-class StreamedArray:
-    """A 1-d array saved as `path` (.npy) part by part, in order, as its leading values become
-    final, on a thread of its own: the writing overlaps the work that produces the rest. The
-    file is written under a temporary name and appears under its own only when `finish` has
-    written all of it; `discard` (or leaving a `with` block by an exception) removes it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
-        self._thread = ThreadPoolExecutor(1)
-        self._parts: list[Future] = []
-        self._file = None
-        self._written = 0
-
-    def extend(self, array: np.ndarray, upto: int) -> None:
-        """array[:upto] is final (array: the whole 1-d array, the same object at every call)."""
-        if self._file is None:
-            self._file = open(self._tmp, "wb")
-            np.lib.format.write_array_header_1_0(self._file, np.lib.format.header_data_from_array_1_0(array))
-        if upto > self._written:
-            part = memoryview(array[self._written:upto]).cast("B")
-            self._parts.append(self._thread.submit(self._file.write, part))
-            self._written = upto
-
-    def finish(self, array: np.ndarray) -> None:
-        """Write the rest of `array`, wait for every part, and give the file its name."""
-        self.extend(array, len(array))
-        for part in self._parts:
-            part.result()
-        self._file.close()
-        os.replace(self._tmp, self.path)
-        self._thread.shutdown()
-
-    def discard(self) -> None:
-        self._thread.shutdown(wait=True)
-        if self._file is not None:
-            self._file.close()
-        self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> "StreamedArray":
-        return self
-
-    def __exit__(self, kind, *_) -> None:  # noqa: ANN001
-        if kind is not None or self._tmp.exists():
-            self.discard()
+def save_npy(path: Path, array: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+    atomic_write(path, write)
 
 
 def write_json(path: Path, obj: object) -> None:
