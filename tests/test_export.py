@@ -51,9 +51,16 @@ def _inputs(prepared_dir: Path, n: int = 40) -> list[np.ndarray]:
     return [ds.rows(i).astype(np.float32) for i in range(min(n, len(ds)))]
 
 
+def _nan_frames_inside() -> np.ndarray:
+    x = np.random.default_rng(2).random((40, 200), np.float32)
+    x[[5, 17, 18, 19]] = np.nan  # nothing detected in these frames: their features are all 0
+    return x
+
+
 EDGE_CASES = {"T=0": np.zeros((0, 200), np.float32), "T=1": np.random.default_rng(0).random((1, 200), np.float32),
               "all NaN": np.full((30, 200), np.nan, np.float32),
-              "T=5000": np.random.default_rng(1).random((5000, 200), np.float32)}
+              "T=5000": np.random.default_rng(1).random((5000, 200), np.float32),
+              "NaN frames inside": _nan_frames_inside()}
 
 
 def test_inference_module_handles_edge_cases(module) -> None:
@@ -62,6 +69,22 @@ def test_inference_module_handles_edge_cases(module) -> None:
         out = mod(torch.from_numpy(x)).numpy()
         assert out.ndim == 2 and out.shape[0] >= 1 and out.shape[1] == BLANK + 1, name
         assert np.isfinite(out).all(), name
+
+
+def test_inference_masks_frames_with_nothing_detected_as_the_seed_does(module) -> None:
+    """The seed's Masking(0.0) leaves all-zero frames out of stage 1's ECA means at inference
+    too: the module computes the mask from its own features (exported with it)."""
+    mod, _ = module
+    x = torch.from_numpy(EDGE_CASES["NaN frames inside"])
+    mod.decode = False
+    try:
+        assert mod.model.content_mask
+        masked = mod(x)
+        mod.model.content_mask = False
+        unmasked = mod(x)
+    finally:
+        mod.decode, mod.model.content_mask = True, True
+    assert (masked - unmasked).abs().max() > 1e-4
 
 
 def test_inference_resizes_to_at_most_max_frames(module) -> None:
@@ -162,7 +185,7 @@ def test_tflite_float32_matches_pytorch(module, exported: Path, onnx_models: Pat
     raw = Interpreter(str(variants["float32"]), num_threads=1).get_signature_runner()
     mod.decode = False
     try:
-        for x in inputs[:20]:
+        for x in inputs[:20] + [EDGE_CASES["NaN frames inside"], EDGE_CASES["all NaN"]]:
             np.testing.assert_allclose(raw(inputs=x)["outputs"], mod(torch.from_numpy(x)).detach().numpy(), atol=1e-4)
     finally:
         mod.decode = True

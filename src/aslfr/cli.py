@@ -27,7 +27,7 @@ def _info(a: argparse.Namespace) -> None:
     from aslfr.config import preset
     from aslfr.model import FingerspellingModel, count_parameters, flops_per_sequence
 
-    cfg = preset(a.preset).override(a.set)
+    cfg = preset(a.preset).override(a.set).check()
     model = FingerspellingModel(cfg)
     print(f"preset {a.preset}: {count_parameters(model):,} trainable parameters, "
           f"{flops_per_sequence(cfg, cfg.max_len) / 1e9:.2f} GFLOPs forward at T={cfg.max_len}")
@@ -66,6 +66,20 @@ def _pipeline(a: argparse.Namespace) -> None:
     if summary:
         print(format_summary(summary))
         print(f"report: {a.out / 'report.md'}")
+
+
+def _import_keras(a: argparse.Namespace) -> None:
+    from aslfr.keras_import import import_keras
+
+    r = import_keras(a.weights, a.out, preset_name=a.preset, stats=tuple(a.stats) if a.stats else None)
+    cfg = r["config"]
+    print(f"read {a.weights}: width {cfg.dim}, {cfg.stages} stages, kernels {list(cfg.kernel_sizes)}, "
+          f"expansion {cfg.expand}, {r['parameters']:,} parameters, late-dropout step {r['late_dropout_step']}")
+    for key, (got, want) in r["differs"].items():
+        print(f"  {key} = {got} read from the file (preset {r['preset']} has {want})")
+    print(f"wrote {a.out} (preset {r['preset']}, {cfg.heads} heads)"
+          + ("" if r["stats"] else "; it holds no normalisation statistics: pass --stats MEANS STDS, or "
+             "'export --stats stats.npz' later"))
 
 
 def _export(a: argparse.Namespace) -> None:
@@ -164,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="scores.parquet to write")
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=_score)
+
+    p = sub.add_parser("import-keras", help="the seed's Keras 2 weights (.h5) -> an aslfr checkpoint")
+    p.add_argument("weights", type=Path, help="a Keras 2 model.save_weights .h5 of the seed's network")
+    p.add_argument("--out", required=True, type=Path, help="checkpoint to write (.pt)")
+    p.add_argument("--preset", choices=["seed-base", "seed-final"],
+                   help="the settings the file lacks (heads, max_len, dropout); default by stage count")
+    p.add_argument("--stats", nargs=2, type=Path, metavar=("MEANS", "STDS"),
+                   help="the seed's MEANs.p and STDs.p (600 feature means and standard deviations)")
+    p.set_defaults(func=_import_keras)
 
     p = sub.add_parser("export", help="checkpoint -> model.onnx, TFLite variants, submission.zip")
     p.add_argument("--checkpoint", required=True, type=Path)

@@ -23,6 +23,10 @@ class Config:
     attention_dropout: float = 0.2
     late_dropout: float = 0.4
     late_dropout_start_epoch: int = 0
+    content_mask: bool = True         # the seed's Masking(0.0): all-zero frames (padding, nothing
+                                      # detected) stay out of the stem's and stage 1's BN and ECA
+    bn_group: int = 16                # BatchNorm statistics per group of this many samples (the
+                                      # seed's per-TPU-core batch); 0: the whole global batch
     # --- data ---
     max_len: int = 380
     augment: bool = True
@@ -44,7 +48,7 @@ class Config:
     eval_every: int = 50              # epochs between validation runs
     checkpoint_every: int = 50        # epochs between checkpoints
     # --- beyond the seed: all off in the seed presets ---
-    mask_padding: bool = False        # mask padded frames in attention
+    mask_padding: bool = False        # padded frames out of every BN, ECA and attention key
     ctc_true_lengths: bool = False    # CTC input length = real frames, not the padded length
     pad_to_batch: bool = False        # pad a batch to its longest sample instead of max_len
     # --- speed ---
@@ -66,6 +70,36 @@ class Config:
             changes[key] = _parse(raw, getattr(self, key), key)
         return dataclasses.replace(self, **changes)
 
+    def check(self, world: int = 1) -> "Config":
+        """Settings that cannot train or run, as one message naming the setting; `world`: the
+        number of processes that share each global batch."""
+        positive = ("stages", "dim", "expand", "heads", "max_len", "batch_size", "epochs", "eval_every",
+                    "checkpoint_every", "lookahead_steps")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ValueError(f"--set {key}={getattr(self, key)}: must be at least 1")
+        if not self.kernel_sizes or min(self.kernel_sizes) < 1:
+            raise ValueError(f"--set kernel_sizes={','.join(map(str, self.kernel_sizes))}: need one or more sizes >= 1")
+        if self.dim % self.heads:
+            raise ValueError(f"--set heads={self.heads}: the width dim={self.dim} must split evenly over the heads")
+        if self.dim % 2:
+            raise ValueError(f"--set dim={self.dim}: the position encoding needs an even width")
+        for key in ("branch_dropout", "attention_dropout", "late_dropout"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ValueError(f"--set {key}={getattr(self, key)}: expected a rate in [0, 1)")
+        if self.lr <= 0 or not 0 < self.lookahead_alpha <= 1 or self.warmup_epochs < 0 or self.workers < 0:
+            raise ValueError("--set lr, lookahead_alpha, warmup_epochs, workers: expected lr > 0, "
+                             "0 < lookahead_alpha <= 1, warmup_epochs >= 0, workers >= 0")
+        if self.bn_group < 0:
+            raise ValueError(f"--set bn_group={self.bn_group}: expected 0 (whole batch) or a group size")
+        if self.batch_size % world:
+            raise ValueError(f"--set batch_size={self.batch_size}: does not split over {world} processes")
+        if self.bn_group and (self.batch_size // world) % self.bn_group:
+            raise ValueError(f"--set bn_group={self.bn_group}: each process's share of the batch "
+                             f"({self.batch_size} / {world} processes = {self.batch_size // world}) is not a whole "
+                             f"number of BatchNorm groups; choose a batch_size or bn_group that divides it")
+        return self
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -74,6 +108,12 @@ class Config:
         d = dict(d)
         if "kernel_sizes" in d:
             d["kernel_sizes"] = tuple(d["kernel_sizes"])
+        # checkpoints written before these settings existed computed the network without them
+        d.setdefault("content_mask", False)
+        d.setdefault("bn_group", 0)
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}")
         return cls(**d)
 
 
@@ -99,7 +139,7 @@ def _parse(raw: str, current: object, key: str) -> object:
 PRESETS: dict[str, Config] = {
     "seed-base": Config(),
     "seed-final": Config(stages=5, max_len=340, batch_size=256, epochs=1500, late_dropout=0.8,
-                         late_dropout_start_epoch=15, train_filter="score"),
+                         late_dropout_start_epoch=15, train_filter="score", bn_group=32),
     # Small enough to learn the synthetic data on a 2-core CPU within 10 minutes (measured in
     # README): 64 frames, batch 16, lighter dropout, a higher learning rate and no Lookahead
     # (alpha 1: the slow weights follow the fast ones), which reach a given score in about half
@@ -108,7 +148,7 @@ PRESETS: dict[str, Config] = {
                    lookahead_alpha=1.0, warmup_epochs=2, branch_dropout=0.1, attention_dropout=0.1,
                    late_dropout=0.1, split="participant", val_fraction=0.2, eval_every=4,
                    checkpoint_every=4, mask_padding=True, ctc_true_lengths=True, pad_to_batch=True,
-                   workers=1),
+                   workers=1, bn_group=0),
 }
 # The pipeline's pair for the demo (`aslfr pipeline --preset demo`): shorter, so that the whole
 # pipeline fits in 15 minutes on 2 cores; the final model is larger, as in the seed.

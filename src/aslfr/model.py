@@ -1,9 +1,10 @@
 """The seed's network (SEED-SPEC section 6): a Conv1D + Transformer CTC encoder.
 
 Tensors are channel-last, [batch, time, channels], throughout. BatchNorm is written as an
-affine on the last axis (what the ONNX -> TFLite route needs, see EXPORT-NOTES) and synchronises
-its batch statistics across DistributedDataParallel processes, so a run's result does not depend
-on how many processes share the global batch. Attention reshapes keep the time axis dynamic.
+affine on the last axis (what the ONNX -> TFLite route needs, see EXPORT-NOTES); its training
+statistics come from groups of the seed's per-core batch, or from the whole global batch
+synchronised across DistributedDataParallel processes, so a run's result does not depend on how
+many processes share the global batch. Attention reshapes keep the time axis dynamic.
 """
 
 from __future__ import annotations
@@ -21,30 +22,58 @@ MAX_POSITIONS = 8192
 
 
 class BatchNorm(nn.Module):
-    """BatchNorm over every axis but the last (Keras semantics: momentum 0.95, eps 1e-3,
-    biased batch variance in the moving average)."""
+    """BatchNorm over every axis but the last, as Keras computes it: momentum 0.95 (0.05 here),
+    epsilon 1e-3, the biased batch variance in the moving average.
 
-    def __init__(self, dim: int, momentum: float = 0.05, eps: float = 1e-3) -> None:
+    In training the statistics come from
+    - `group` = 0: the whole global batch, summed over DistributedDataParallel processes, so a
+      run does not depend on how many processes share the batch;
+    - `group` = g > 0: each block of g consecutive samples on its own, as each core of the
+      seed's TPU normalised its share of the batch (Keras' default `synchronized=False`).
+      The moving averages take the mean over all groups (of all processes) of each group's
+      statistics, which is what averaging 8 replicas' updates gives.
+    `mask` ([B, T], True where a frame counts) leaves frames out of the statistics (Keras'
+    `weighted_moments` with the propagated mask); every frame is still normalised.
+    """
+
+    def __init__(self, dim: int, momentum: float = 0.05, eps: float = 1e-3, group: int = 0) -> None:
         super().__init__()
-        self.momentum, self.eps = momentum, eps
+        self.momentum, self.eps, self.group = momentum, eps, group
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim))
         self.register_buffer("running_mean", torch.zeros(dim))
         self.register_buffer("running_var", torch.ones(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            flat = x.reshape(-1, x.shape[-1]).float()
-            n = torch.tensor(float(flat.shape[0]), device=x.device)
-            mean = _global_sum(flat.sum(0)) / _global_sum(n)
-            var = _global_sum(((flat - mean) ** 2).sum(0)) / _global_sum(n)
-            with torch.no_grad():
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(var.detach(), self.momentum)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.training:
+            scale = self.weight * torch.rsqrt(self.running_var + self.eps)
+            return (x * scale + (self.bias - self.running_mean * scale)).to(x.dtype)
+        b, c = x.shape[0], x.shape[-1]
+        if self.group and b % self.group:
+            raise ValueError(f"a batch of {b} samples does not split into BatchNorm groups of {self.group} "
+                             f"(setting bn_group)")
+        groups = b // self.group if self.group else 1
+        flat = x.float().reshape(groups, -1, c)                               # [G, N, C]
+        synced = not self.group  # one group spanning every process's share
+        if mask is None:
+            n = torch.full((groups, 1), float(flat.shape[1]), device=x.device)
+            mean = _sum_if(synced, flat.sum(1)) / _sum_if(synced, n)
+            var = _sum_if(synced, ((flat - mean[:, None]) ** 2).sum(1)) / _sum_if(synced, n)
         else:
-            mean, var = self.running_mean, self.running_var
-        scale = self.weight * torch.rsqrt(var + self.eps)
-        return (x * scale + (self.bias - mean * scale)).to(x.dtype)
+            w = mask.reshape(groups, -1, 1).to(flat.dtype)                    # [G, N, 1]
+            n = _sum_if(synced, w.sum(1)).clamp(min=1.0)
+            mean = _sum_if(synced, (flat * w).sum(1)) / n
+            var = _sum_if(synced, (((flat - mean[:, None]) ** 2) * w).sum(1)) / n
+        with torch.no_grad():
+            avg_mean, avg_var = mean.detach().mean(0), var.detach().mean(0)
+            if not synced and _world() > 1:  # the mean over every process's groups
+                both = _all_mean(torch.stack([avg_mean, avg_var]))
+                avg_mean, avg_var = both[0], both[1]
+            self.running_mean.lerp_(avg_mean, self.momentum)
+            self.running_var.lerp_(avg_var, self.momentum)
+        scale = self.weight * torch.rsqrt(var + self.eps)                     # [G, C]
+        out = flat * scale[:, None] + (self.bias - mean * scale)[:, None]
+        return out.reshape(x.shape).to(x.dtype)
 
 
 def dropout(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -58,12 +87,23 @@ def dropout(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
     return x * (torch.rand_like(x) >= rate).to(x.dtype) * (1.0 / (1.0 - rate))
 
 
-def _global_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum over DDP processes, differentiably; the identity in a single process."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _sum_if(synced: bool, t: torch.Tensor) -> torch.Tensor:
+    """Sum over DDP processes, differentiably, where the statistics are synchronised; the
+    identity otherwise and in a single process."""
+    if synced and _world() > 1:
         from torch.distributed.nn.functional import all_reduce
         return all_reduce(t)
     return t
+
+
+def _all_mean(t: torch.Tensor) -> torch.Tensor:
+    t = t.clone()
+    dist.all_reduce(t)
+    return t / _world()
 
 
 class BranchDropout(nn.Module):
@@ -106,9 +146,9 @@ class ECA(nn.Module):
         self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if mask is None:  # the seed: padding counts in the average
+        if mask is None:  # every frame counts, padding included (the seed after stage 1)
             mean = x.mean(1, keepdim=True)
-        else:
+        else:  # Keras GlobalAveragePooling1D with a mask; a sequence with no frame left gives 0
             m = mask[..., None].to(x.dtype)
             mean = (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)
         # The conv runs over the channels as the width of a [B, 1, 1, C] image: the same weights
@@ -120,13 +160,13 @@ class ECA(nn.Module):
 
 
 class Conv1DBlock(nn.Module):
-    def __init__(self, dim: int, kernel_size: int, expand: int, drop: float) -> None:
+    def __init__(self, dim: int, kernel_size: int, expand: int, drop: float, bn_group: int = 0) -> None:
         super().__init__()
         hidden = dim * expand
         self.expand = nn.Linear(dim, hidden)
         self.kernel_size = kernel_size
         self.depthwise = nn.Conv1d(hidden, hidden, kernel_size, groups=hidden, bias=False)
-        self.bn = BatchNorm(hidden)
+        self.bn = BatchNorm(hidden, group=bn_group)
         self.eca = ECA()
         self.project = nn.Linear(hidden, dim)
         self.drop = BranchDropout(drop)
@@ -146,8 +186,9 @@ class Conv1DBlock(nn.Module):
         return F.conv2d(h, w, groups=w.shape[0]).permute(0, 2, 3, 1).reshape(b, -1, c)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`mask` [B, T]: the frames that count in the BatchNorm statistics and the ECA mean."""
         h = self.causal_conv(F.silu(self.expand(x)))
-        h = self.project(self.eca(self.bn(h), mask))
+        h = self.project(self.eca(self.bn(h, mask), mask))
         return x + self.drop(h)
 
 
@@ -197,18 +238,29 @@ def position_table(dim: int, n: int = MAX_POSITIONS) -> torch.Tensor:
 
 
 class FingerspellingModel(nn.Module):
-    """[B, T, 600] features -> [B, T, 60] CTC logits (blank 59)."""
+    """[B, T, 600] features -> [B, T, 60] CTC logits (blank 59).
+
+    Which frames count where (SEED-SPEC 6, pinned to Keras by tests/test_seed_network.py):
+    - `content_mask` (the seed): a frame whose 600 features are all 0 (padding, or a frame with
+      nothing detected) is left out of the stem's and the first stage's BatchNorm statistics and
+      ECA means, as the seed's `Masking(0.0)` mask reaches them; it is lost at the position
+      encoding, so later stages and all attention see every frame;
+    - `mask_padding` (beyond the seed, needs `lengths`): frames past each sample's length are
+      left out of every BatchNorm's statistics and ECA mean and masked as attention keys, so a
+      sample's output does not depend on its padding.
+    """
 
     def __init__(self, cfg: Config, steps_per_epoch: int = 1) -> None:
         super().__init__()
         d = cfg.dim
         self.mask_padding = cfg.mask_padding
+        self.content_mask = cfg.content_mask
         self.stem = nn.Linear(N_FEATURES, d, bias=False)
-        self.stem_bn = BatchNorm(d)
+        self.stem_bn = BatchNorm(d, group=cfg.bn_group)
         self.stages = nn.ModuleList()
         for _ in range(cfg.stages):
             self.stages.append(nn.ModuleList(
-                [Conv1DBlock(d, k, cfg.expand, cfg.branch_dropout) for k in cfg.kernel_sizes]
+                [Conv1DBlock(d, k, cfg.expand, cfg.branch_dropout, cfg.bn_group) for k in cfg.kernel_sizes]
                 + [TransformerBlock(d, cfg.heads, cfg.expand, cfg.branch_dropout, cfg.attention_dropout)]))
         self.register_buffer("positions", position_table(d), persistent=False)
         self.head_hidden = nn.Linear(d, d * cfg.expand)
@@ -216,17 +268,22 @@ class FingerspellingModel(nn.Module):
         self.head_out = nn.Linear(d * cfg.expand, N_CLASSES)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        key_mask = None
+        padding = None  # [B, T], True for a real frame
         if self.mask_padding and lengths is not None:
-            key_mask = torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]
-        x = self.stem_bn(self.stem(x))
+            padding = torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]
+        first = padding
+        if self.content_mask:  # Keras Masking(0.0): any feature not 0 (a max, which exports cleanly)
+            first = torch.abs(x).amax(-1) > 0
+            if padding is not None:
+                first = first & padding
+        x = self.stem_bn(self.stem(x), first)
         for s, stage in enumerate(self.stages):
             *convs, transformer = stage
             for conv in convs:
-                x = conv(x, key_mask)
+                x = conv(x, first if s == 0 else padding)
             if s == 0:
                 x = x + self.positions[: x.shape[1]]
-            x = transformer(x, key_mask)
+            x = transformer(x, padding)
         return self.head_out(self.late_dropout(F.relu(self.head_hidden(x))))
 
 

@@ -258,14 +258,37 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def read_checkpoint(path: Path, device: str = "cpu") -> dict:
+    """A checkpoint's contents, read as data: tensors, numbers, strings, containers and float
+    numpy arrays only (PyTorch's weights-only unpickler), so that a file from elsewhere cannot
+    run code."""
+    allowed = [np.ndarray, np.dtype, np.dtypes.Float32DType, np.dtypes.Float64DType,
+               getattr(np, "_core", np.core).multiarray._reconstruct]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            state = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such checkpoint") from None
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise TrainingError(f"{path}: not a readable aslfr checkpoint ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200]})") from None
+    if not isinstance(state, dict) or not {"model", "config"} <= set(state):
+        raise TrainingError(f"{path}: not an aslfr checkpoint (no 'model' and 'config' entries)")
+    return state
+
+
 def load_model(checkpoint: Path, device: str = "cpu"
                ) -> tuple[FingerspellingModel, Config, tuple[np.ndarray, np.ndarray] | None]:
     """The model, its settings and the normalisation statistics it was trained with (None for a
-    checkpoint written before they were stored)."""
-    state = torch.load(checkpoint, map_location=device, weights_only=False)
+    checkpoint written before they were stored). Trained and imported (`aslfr import-keras`)
+    checkpoints load the same way."""
+    state = read_checkpoint(Path(checkpoint), device)
     cfg = Config.from_dict(state["config"])
     model = FingerspellingModel(cfg).to(device)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise TrainingError(f"{checkpoint}: its weights do not fit its settings ({str(e).splitlines()[0]})") from None
     stats = (state["stats"]["mean"], state["stats"]["std"]) if "stats" in state else None
     return model.eval(), cfg, stats
 
@@ -276,6 +299,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
     """Train to `cfg.epochs` (or stop after `stop_after_epochs` more, as an interruption would);
     returns the last metrics row."""
     env = setup_distributed()
+    cfg.check(env.world)
     data, out = Path(data), Path(out)
     torch.manual_seed(cfg.seed)  # the same initial weights on every process
     ds = ShardDataset(data)
@@ -303,7 +327,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
     if env.rank:
         torch.manual_seed(cfg.seed + env.rank)  # each process its own dropout draws
     if ckpt is not None:
-        state = torch.load(ckpt, map_location=env.device, weights_only=False)
+        state = read_checkpoint(ckpt, env.device)
         if state["config"] != cfg.to_dict():
             raise TrainingError(f"{ckpt}: saved with different settings; resume with the same preset and --set values")
         model.load_state_dict(state["model"])

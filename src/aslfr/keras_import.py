@@ -1,0 +1,286 @@
+"""The seed's own weights: a Keras 2 `model.save_weights` h5 of its network -> an aslfr checkpoint.
+
+The seed publishes its base and final models as such files, with its normalisation statistics
+as two pickles (`MEANs.p`, `STDs.p`: the 600 features' means and standard deviations). Both are
+read as data: the h5 through h5py's datasets (nothing in it is executed), the pickles through an
+unpickler that builds plain numbers, lists and numpy arrays and refuses everything else.
+
+The h5 holds one group per layer, in the order of `model.layers`, and the layer names the
+seed's code gives (`stem_conv`, `stem_bn`, `<n>_expand_conv`, `<n>_dwconv`, `<n>_bn`,
+`<n>_project_conv`, `top_conv`, `late_dropout`) or that Keras generates (`eca_<i>`,
+`layer_normalization_<i>`, `multi_head_self_attention_<i>`, `dense_<i>`). The reader walks the
+layers in that order against the network's structure, so the width, the number of stages, the
+expansion and the kernel sizes come from the file, and the first layer that does not fit is
+named. The number of heads cannot be read from weights: it comes from the preset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aslfr.config import Config, preset
+from aslfr.features import N_FEATURES
+from aslfr.vocab import N_CLASSES
+
+
+class KerasImportError(ValueError):
+    pass
+
+
+@dataclass
+class Layer:
+    name: str
+    weights: dict[str, np.ndarray]   # by the weight's own name: kernel, bias, gamma, ...
+
+    def get(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        if key not in self.weights:
+            raise KerasImportError(f"layer {self.name!r}: no weight {key!r} (it has {', '.join(self.weights) or 'none'})")
+        w = self.weights[key]
+        if shape is not None and tuple(w.shape) != shape:
+            raise KerasImportError(f"layer {self.name!r}: {key} has shape {tuple(w.shape)}, expected {shape}")
+        return w
+
+
+def _text(v: object) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def read_h5_layers(path: Path) -> list[Layer]:
+    """The layers that carry weights, in the file's order, each weight by its last name part
+    (`1_dwconv/1_dwconv_dwconv/depthwise_kernel:0` -> `depthwise_kernel`); MultiHeadSelfAttention's
+    two kernels come as `kernel` and `kernel_1` (qkv, then the output projection)."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if not h5py.is_hdf5(path):
+        raise KerasImportError(f"{path}: not an HDF5 file (expected a Keras 2 save_weights .h5)")
+    try:
+        with h5py.File(path, "r") as f:
+            root = f["model_weights"] if "model_weights" in f else f  # model.save() files nest them
+            if "layer_names" not in root.attrs:
+                raise KerasImportError(f"{path}: no 'layer_names' attribute: not a Keras 2 weights file")
+            layers = []
+            for lname in map(_text, root.attrs["layer_names"]):
+                group = root[lname]
+                names = [_text(w) for w in group.attrs.get("weight_names", [])]
+                if not names:
+                    continue
+                weights: dict[str, np.ndarray] = {}
+                for wname in names:
+                    stem = key = wname.rsplit("/", 1)[-1].split(":")[0]
+                    k = 1
+                    while key in weights:
+                        key, k = f"{stem}_{k}", k + 1
+                    arr = np.asarray(group[wname][()])
+                    if arr.dtype.kind not in "fiu":
+                        raise KerasImportError(f"{path}: layer {lname!r} weight {wname!r} is {arr.dtype}, not numbers")
+                    weights[key] = arr
+                layers.append(Layer(lname, weights))
+    except KerasImportError:
+        raise
+    except (OSError, KeyError, ValueError) as e:
+        raise KerasImportError(f"{path}: unreadable HDF5 ({str(e).splitlines()[0][:160]}); truncated or damaged?") from None
+    return layers
+
+
+class _Cursor:
+    def __init__(self, layers: list[Layer], path: Path) -> None:
+        self.layers, self.i, self.path = layers, 0, path
+
+    def peek(self) -> Layer | None:
+        return self.layers[self.i] if self.i < len(self.layers) else None
+
+    def take(self, pattern: str, what: str) -> Layer:
+        layer = self.peek()
+        if layer is None:
+            raise KerasImportError(f"{self.path}: the file ends where {what} ({pattern}) was expected")
+        if not re.fullmatch(pattern, layer.name):
+            raise KerasImportError(f"{self.path}: layer {layer.name!r} (number {self.i + 1} with weights) "
+                                   f"does not fit: expected {what} ({pattern})")
+        self.i += 1
+        return layer
+
+
+def _linear(w: np.ndarray) -> torch.Tensor:  # Dense kernel (in, out) -> Linear weight (out, in)
+    return torch.from_numpy(np.ascontiguousarray(w.T)).float()
+
+
+def _t(w: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(w)).float()
+
+
+def keras_state_dict(path: Path, base: Config) -> tuple[Config, dict[str, torch.Tensor]]:
+    """Read the h5 against the network's structure; returns the settings (width, stages,
+    expansion, kernel sizes from the file; the rest from `base`) and a state dict for
+    `FingerspellingModel`."""
+    path = Path(path)
+    cur = _Cursor(read_h5_layers(path), path)
+    sd: dict[str, torch.Tensor] = {}
+
+    stem = cur.take(r"stem_conv", "the stem Dense")
+    kernel = stem.get("kernel")
+    if kernel.ndim != 2 or kernel.shape[0] != N_FEATURES:
+        raise KerasImportError(f"{path}: layer 'stem_conv' kernel has shape {kernel.shape}, expected ({N_FEATURES}, width)")
+    dim = int(kernel.shape[1])
+    sd["stem.weight"] = _linear(kernel)
+
+    def bn(layer: Layer, prefix: str, width: int) -> None:
+        for key, ours in (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
+                          ("moving_variance", "running_var")):
+            sd[f"{prefix}.{ours}"] = _t(layer.get(key, (width,)))
+
+    bn(cur.take(r"stem_bn", "the stem BatchNormalization"), "stem_bn", dim)
+
+    stages: list[list[int]] = []
+    hidden = None
+    while cur.peek() is not None and re.fullmatch(r"\d+_expand_conv", cur.peek().name):
+        s = len(stages)
+        kernels: list[int] = []
+        while cur.peek() is not None and re.fullmatch(r"\d+_expand_conv", cur.peek().name):
+            j = len(kernels)
+            prefix = f"stages.{s}.{j}"
+            expand = cur.take(r"\d+_expand_conv", "a conv block's expanding Dense")
+            n = expand.name.split("_")[0]
+            ek = expand.get("kernel")
+            if ek.ndim != 2 or ek.shape[0] != dim:
+                raise KerasImportError(f"{path}: layer {expand.name!r} kernel has shape {ek.shape}, expected ({dim}, hidden)")
+            hidden = hidden or int(ek.shape[1])
+            sd[f"{prefix}.expand.weight"] = _linear(expand.get("kernel", (dim, hidden)))
+            sd[f"{prefix}.expand.bias"] = _t(expand.get("bias", (hidden,)))
+            dw = cur.take(rf"{n}_dwconv", f"block {n}'s causal depthwise conv")
+            dk = dw.get("depthwise_kernel")
+            if dk.ndim != 3 or dk.shape[1:] != (hidden, 1):
+                raise KerasImportError(f"{path}: layer {dw.name!r} depthwise_kernel has shape {dk.shape}, "
+                                       f"expected (kernel size, {hidden}, 1)")
+            kernels.append(int(dk.shape[0]))
+            sd[f"{prefix}.depthwise.weight"] = _t(dk[:, :, 0].T[:, None, :])
+            bn(cur.take(rf"{n}_bn", f"block {n}'s BatchNormalization"), f"{prefix}.bn", hidden)
+            eca = cur.take(r"eca(_\d+)?", f"block {n}'s ECA")
+            sd[f"{prefix}.eca.conv.weight"] = _t(eca.get("kernel", (5, 1, 1))[:, 0, 0][None, None, :])
+            project = cur.take(rf"{n}_project_conv", f"block {n}'s projecting Dense")
+            sd[f"{prefix}.project.weight"] = _linear(project.get("kernel", (hidden, dim)))
+            sd[f"{prefix}.project.bias"] = _t(project.get("bias", (dim,)))
+        t = f"stages.{s}.{len(kernels)}"
+        ln = cur.take(r"layer_normalization(_\d+)?", "the transformer's first LayerNormalization")
+        sd[f"{t}.norm1.weight"], sd[f"{t}.norm1.bias"] = _t(ln.get("gamma", (dim,))), _t(ln.get("beta", (dim,)))
+        mhsa = cur.take(r"multi_head_self_attention(_\d+)?", "the transformer's MultiHeadSelfAttention")
+        sd[f"{t}.attn.qkv.weight"] = _linear(mhsa.get("kernel", (dim, 3 * dim)))
+        sd[f"{t}.attn.out.weight"] = _linear(mhsa.get("kernel_1", (dim, dim)))
+        ln = cur.take(r"layer_normalization(_\d+)?", "the transformer's second LayerNormalization")
+        sd[f"{t}.norm2.weight"], sd[f"{t}.norm2.bias"] = _t(ln.get("gamma", (dim,))), _t(ln.get("beta", (dim,)))
+        ffn_in = cur.take(r"dense(_\d+)?", "the transformer's first feed-forward Dense")
+        sd[f"{t}.ffn_in.weight"] = _linear(ffn_in.get("kernel", (dim, hidden)))
+        ffn_out = cur.take(r"dense(_\d+)?", "the transformer's second feed-forward Dense")
+        sd[f"{t}.ffn_out.weight"] = _linear(ffn_out.get("kernel", (hidden, dim)))
+        if stages and kernels != stages[0]:
+            raise KerasImportError(f"{path}: stage {s + 1} has kernel sizes {kernels}, stage 1 has {stages[0]}")
+        stages.append(kernels)
+    if not stages:
+        layer = cur.peek()
+        raise KerasImportError(f"{path}: layer {layer.name if layer else 'end of file'!r} does not fit: "
+                               f"expected the first conv block (<n>_expand_conv)")
+
+    top = cur.take(r"top_conv", "the head's hidden Dense")
+    sd["head_hidden.weight"] = _linear(top.get("kernel", (dim, hidden)))
+    sd["head_hidden.bias"] = _t(top.get("bias", (hidden,)))
+    step = 0
+    if cur.peek() is not None and cur.peek().name.startswith("late_dropout"):
+        counter = cur.take(r"late_dropout(_\d+)?", "the late dropout's step counter")
+        step = int(np.asarray(next(iter(counter.weights.values()))).reshape(-1)[0])
+    head = cur.take(r"dense(_\d+)?|classifier", "the classifier Dense")
+    sd["head_out.weight"] = _linear(head.get("kernel", (hidden, N_CLASSES)))
+    sd["head_out.bias"] = _t(head.get("bias", (N_CLASSES,)))
+    sd["late_dropout.step"] = torch.tensor(step, dtype=torch.long)
+    if cur.peek() is not None:
+        raise KerasImportError(f"{path}: layer {cur.peek().name!r} follows the classifier: not the seed's network")
+
+    cfg = replace(base, dim=dim, stages=len(stages), expand=hidden // dim, kernel_sizes=tuple(stages[0]))
+    if hidden % dim:
+        raise KerasImportError(f"{path}: hidden width {hidden} is not a multiple of the width {dim}")
+    try:
+        cfg.check()
+    except ValueError as e:
+        raise KerasImportError(f"{path}: the network read from the file does not fit the preset: {e}") from None
+    return cfg, sd
+
+
+# --------------------------------------------------------------------------------------------
+# The seed's normalisation statistics (pickled arrays)
+# --------------------------------------------------------------------------------------------
+
+class _ArraysOnly(pickle.Unpickler):
+    """Builds numpy arrays and plain Python values; any other class or function is refused."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("builtins", "list"), ("builtins", "tuple")}
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        if module.startswith("numpy") and name.endswith("DType"):  # numpy 2's dtype classes
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refuses {module}.{name}: only numpy arrays and numbers are read")
+
+
+def read_stats_pickle(path: Path) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        value = _ArraysOnly(io.BytesIO(path.read_bytes())).load()
+        arr = np.asarray(value, dtype=np.float64)
+    except Exception as e:  # noqa: BLE001 - every failure is the same user error
+        raise KerasImportError(f"{path}: not a pickled array of numbers ({e})") from None
+    arr = arr.reshape(-1) if arr.size == N_FEATURES else arr
+    if arr.shape != (N_FEATURES,):
+        raise KerasImportError(f"{path}: holds an array of shape {arr.shape}, expected the {N_FEATURES} features' values")
+    if not np.isfinite(arr).all():
+        raise KerasImportError(f"{path}: holds non-finite values")
+    return arr.astype(np.float32)
+
+
+def import_keras(h5: Path, out: Path, preset_name: str | None = None,
+                 stats: tuple[Path, Path] | None = None) -> dict:
+    """Write an aslfr checkpoint from a seed h5 (and, optionally, its MEANs.p / STDs.p); returns
+    what was read. Without `preset_name`, seed-base for 3 stages and seed-final otherwise."""
+    from aslfr.data.shards import atomic_write
+    from aslfr.model import FingerspellingModel
+
+    h5, out = Path(h5), Path(out)
+    base = preset(preset_name or "seed-final")
+    cfg, sd = keras_state_dict(h5, base)
+    if preset_name is None and cfg.stages == 3:
+        cfg, sd = keras_state_dict(h5, preset("seed-base"))
+    chosen = preset_name or ("seed-base" if cfg.stages == 3 else "seed-final")
+    differs = {k: (getattr(cfg, k), getattr(preset(chosen), k)) for k in ("dim", "stages", "expand", "kernel_sizes")
+               if getattr(cfg, k) != getattr(preset(chosen), k)}
+    model = FingerspellingModel(cfg)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:  # the walk above covers the network: this is a bug, not bad input
+        raise RuntimeError(f"keras import left {missing} unset and {unexpected} unused")
+    state = {"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 0, "step": 0,
+             "source": {"keras_h5": str(h5), "sha256": hashlib.sha256(h5.read_bytes()).hexdigest(),
+                        "preset": chosen}}
+    if stats is not None:
+        mean, std = read_stats_pickle(stats[0]), read_stats_pickle(stats[1])
+        if (std <= 0).any():
+            raise KerasImportError(f"{stats[1]}: {int((std <= 0).sum())} standard deviations are not positive")
+        state["stats"] = {"mean": mean, "std": std}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda tmp: torch.save(state, tmp))
+    return {"config": cfg, "preset": chosen, "differs": differs, "late_dropout_step": int(sd["late_dropout.step"]),
+            "stats": stats is not None, "parameters": sum(p.numel() for p in model.parameters())}
+
+
+__all__ = ["KerasImportError", "import_keras", "keras_state_dict", "read_h5_layers", "read_stats_pickle"]
