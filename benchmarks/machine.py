@@ -20,3 +20,21 @@ def sgemm_gflops(m: int, k: int, n: int, runs: int = 10, warmup: int = 2) -> flo
         a @ b
         times.append(time.perf_counter() - t)
     return 2 * m * k * n / statistics.median(times) / 1e9
+
+
+def cpu_flags() -> str:
+    """The CPU model and the vector and matrix extensions that decide float32, bf16 and int8 speed."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and model in ("", platform.machine()):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni"]
+    return f"{model}; " + " ".join(f for f in wanted if f in flags) + " (of " + " ".join(wanted) + ")"

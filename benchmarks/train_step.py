@@ -1,27 +1,62 @@
 """Training throughput of `seed-base` on this machine's CPU.
 
     .venv/bin/python benchmarks/train_step.py [--batch 32] [--frames 380] [--steps 5]
+    .venv/bin/python benchmarks/train_step.py --ab [--steps 5]
 
-Times full optimiser steps (forward, CTC loss, backward, RAdam + Lookahead) on random inputs
-and prints the median samples per second and the achieved GFLOP/s, from the counted FLOPs of
-the network (forward x 3 for forward plus backward).
+Times full optimiser steps (forward, CTC loss, backward, RAdam + Lookahead) on a padded batch
+(lengths drawn between a third of T and T, zeros after, as the loader pads) and prints the
+median samples per second and the achieved GFLOP/s, from the counted FLOPs of the network
+(forward x 3 for forward plus backward).
+
+`--ab` alternates, step by step in one run, the preset as it is (the seed's content mask in the
+stem and stage 1 and BatchNorm statistics per group of `bn_group` samples) with the same network
+and weights without them (plain whole-batch BatchNorm, no mask), and prints what the seed's
+masking and grouping cost.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
-from machine import sgemm_gflops
+from machine import cpu_flags, sgemm_gflops
 
 from aslfr.config import preset
 from aslfr.model import FingerspellingModel, flops_per_sequence
 from aslfr.optim import Lookahead, RAdam
 from aslfr.vocab import BLANK
+
+
+def padded_batch(batch: int, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(frames // 3, frames + 1, (batch,), generator=g)
+    x = torch.randn(batch, frames, 600, generator=g)
+    x[torch.arange(frames)[None] >= lengths[:, None]] = 0
+    return x, lengths
+
+
+class Trainer:
+    def __init__(self, cfg, state: dict | None = None) -> None:
+        self.model = FingerspellingModel(cfg).train()
+        if state is not None:
+            self.model.load_state_dict(state)
+        self.opt = Lookahead(RAdam(self.model.parameters(), lr=1e-3, threshold=cfg.radam_threshold))
+
+    def step(self, x: torch.Tensor, labels: torch.Tensor, label_lengths: torch.Tensor) -> float:
+        t = time.perf_counter()
+        logits = self.model(x)
+        input_lengths = torch.full((x.shape[0],), x.shape[1])
+        loss = F.ctc_loss(F.log_softmax(logits, -1).transpose(0, 1), labels, input_lengths, label_lengths,
+                          blank=BLANK, reduction="none").mean()
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return time.perf_counter() - t
 
 
 def main() -> None:
@@ -30,29 +65,36 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--frames", type=int, default=380)
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--ab", action="store_true", help="the seed's masked, grouped BatchNorm against plain BatchNorm")
     a = ap.parse_args()
     torch.manual_seed(0)
     cfg = preset(a.preset)
-    model = FingerspellingModel(cfg).train()
-    opt = Lookahead(RAdam(model.parameters(), lr=1e-3, threshold=cfg.radam_threshold))
-    x = torch.randn(a.batch, a.frames, 600)
+    x, _ = padded_batch(a.batch, a.frames)
     labels = torch.randint(0, BLANK, (a.batch, 64))
     label_lengths = torch.full((a.batch,), 20)
-    input_lengths = torch.full((a.batch,), a.frames)
-    times = []
-    for i in range(a.steps + 1):
-        t = time.perf_counter()
-        logits = model(x)
-        loss = F.ctc_loss(F.log_softmax(logits, -1).transpose(0, 1), labels, input_lengths, label_lengths,
-                          blank=BLANK, reduction="none").mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i:  # the first step warms up allocators and kernels
-            times.append(time.perf_counter() - t)
-    step = statistics.median(times)
-    flops = 3 * flops_per_sequence(cfg, a.frames) * a.batch
     print(f"{a.preset}, batch {a.batch}, T={a.frames}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"CPU: {cpu_flags()}")
+    flops = 3 * flops_per_sequence(cfg, a.frames) * a.batch
+    if a.ab:
+        seed = Trainer(cfg)
+        plain_cfg = dataclasses.replace(cfg, content_mask=False, bn_group=0)
+        plain = Trainer(plain_cfg, seed.model.state_dict())
+        times: dict[str, list[float]] = {"seed": [], "plain": []}
+        for i in range(a.steps + 1):
+            for name, trainer in (("seed", seed), ("plain", plain)) if i % 2 else (("plain", plain), ("seed", seed)):
+                t = trainer.step(x, labels, label_lengths)
+                if i:  # the first step warms up allocators and kernels
+                    times[name].append(t)
+        s, p = statistics.median(times["seed"]), statistics.median(times["plain"])
+        print(f"content mask + BatchNorm groups of {cfg.bn_group}: median step {s:.3f} s "
+              f"({', '.join(f'{t:.2f}' for t in times['seed'])})")
+        print(f"plain whole-batch BatchNorm, no mask:     median step {p:.3f} s "
+              f"({', '.join(f'{t:.2f}' for t in times['plain'])})")
+        print(f"cost of the seed's masking and grouping: {s / p - 1:+.1%} of a step (goal: at most +5%)")
+        return
+    trainer = Trainer(cfg)
+    times = [trainer.step(x, labels, label_lengths) for _ in range(a.steps + 1)][1:]
+    step = statistics.median(times)
     print(f"median step: {step:.2f} s over {a.steps} steps")
     print(f"throughput: {a.batch / step:.2f} samples/s")
     print(f"achieved: {flops / step / 1e9:.1f} GFLOP/s ({flops / a.batch / 1e9:.1f} GFLOPs per sample, forward + backward)")
