@@ -97,3 +97,18 @@ def test_late_dropout_starts_at_its_step() -> None:
 def test_final_late_dropout_starts_at_epoch_15() -> None:
     model = FingerspellingModel(preset("seed-final").override(["stages=1"]), steps_per_epoch=10)
     assert model.late_dropout.start_step == 150 and model.late_dropout.rate == 0.8
+
+
+@pytest.mark.parametrize("setting, says", [("batch_size=0", "batch_size=0: must be at least 1"),
+                                           ("heads=5", "heads=5: the width dim=384 must split evenly"),
+                                           ("epochs=-1", "epochs=-1: must be at least 1"),
+                                           ("branch_dropout=1.5", "branch_dropout=1.5: expected a rate"),
+                                           ("bn_group=24", "bn_group=24: each process's share")])
+def test_settings_that_cannot_train_are_named(setting: str, says: str, capsys) -> None:
+    from aslfr.cli import main
+
+    with pytest.raises(ValueError, match=says.replace("(", "\\(")):
+        preset("seed-base").override([setting]).check()
+    assert main(["info", "--preset", "seed-base", "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and says in err
