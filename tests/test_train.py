@@ -109,7 +109,7 @@ def test_resume_is_bitwise_the_uninterrupted_run(prepared_dir: Path, tmp_path: P
 
 def test_resume_refuses_other_settings(prepared_dir: Path, tmp_path: Path) -> None:
     train(_cfg("epochs=1"), prepared_dir, tmp_path, progress=False)
-    with pytest.raises(TrainingError, match="different settings"):
+    with pytest.raises(TrainingError, match="holds a run of another job \\(lr 0.003 -> 0.5\\)"):
         train(_cfg("epochs=1", "lr=0.5"), prepared_dir, tmp_path, resume=True, progress=False)
 
 

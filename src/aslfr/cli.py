@@ -136,38 +136,44 @@ def format_summary(s: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from aslfr.config import PRESETS
+
     parser = argparse.ArgumentParser(prog="aslfr", description="Fingerspelling recognition from MediaPipe landmarks.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="write a synthetic dataset in the Kaggle layout")
-    p.add_argument("out_dir", type=Path)
-    p.add_argument("--sequences", type=int, default=1000)
-    p.add_argument("--participants", type=int, default=10)
-    p.add_argument("--files", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--corrupt-fraction", type=float, default=0.05)
+    p.add_argument("out_dir", type=Path, help="directory to write the Kaggle-layout dataset into")
+    p.add_argument("--sequences", type=int, default=1000, help="training sequences (default 1000)")
+    p.add_argument("--participants", type=int, default=10, help="signers (default 10)")
+    p.add_argument("--files", type=int, default=1, help="landmark parquet files to spread them over (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed writes the same files (default 0)")
+    p.add_argument("--corrupt-fraction", type=float, default=0.05,
+                   help="share of planted corrupt samples, no_hand and wrong_phrase (default 0.05)")
     p.add_argument("--supplemental", type=int, default=0, metavar="M", help="also write M supplemental sequences")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="processes writing files in parallel (default 1)")
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("prepare", help="Kaggle layout or seed TFRecords -> shards, metadata, stats")
-    p.add_argument("data_dir", type=Path)
-    p.add_argument("out_dir", type=Path)
+    p.add_argument("data_dir", type=Path, help="a Kaggle-layout directory (train.csv, train_landmarks/) or the "
+                                               "seed's TFRecord files")
+    p.add_argument("out_dir", type=Path, help="the prepared directory to write (a rerun continues it)")
     p.add_argument("--supplemental", action="store_true", help="also prepare the supplemental data")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1, help="files prepared in parallel (default 1)")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("info", help="a preset's parameter count and settings")
-    p.add_argument("--preset", default="seed-base")
+    p.add_argument("--preset", default="seed-base", choices=list(PRESETS), help="default seed-base")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=_info)
 
     p = sub.add_parser("train", help="train a model on prepared data (torchrun for many processes)")
-    p.add_argument("--preset", required=True)
+    p.add_argument("--preset", required=True, choices=list(PRESETS))
     p.add_argument("--data", required=True, type=Path, help="a directory written by 'aslfr prepare'")
-    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--out", required=True, type=Path,
+                   help="run directory; a rerun of the same job continues it, another job is refused")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset value")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="say so when there is nothing to continue (a rerun continues by itself)")
     p.add_argument("--scores", type=Path, help="per-sample scores (aslfr score) for the score filter")
     p.add_argument("--min-score", type=float, help="keep samples whose score is above this")
     p.set_defaults(func=_train)
@@ -176,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--data", required=True, type=Path, help="a directory written by 'aslfr prepare'")
     p.add_argument("--out", required=True, type=Path, help="scores.parquet to write")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (default 64)")
     p.set_defaults(func=_score)
 
     p = sub.add_parser("import-keras", help="the seed's Keras 2 weights (.h5) -> an aslfr checkpoint")
@@ -208,14 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("landmarks", help="MediaPipe Holistic over a video -> a Kaggle-layout parquet")
     p.add_argument("video", type=Path)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--sequence-id", type=int, default=0)
+    p.add_argument("--sequence-id", type=int, default=0, help="the sequence_id to write (default 0)")
     p.set_defaults(func=_landmarks)
 
     p = sub.add_parser("transcribe", help="video, parquet or directory -> text, with an exported model")
     p.add_argument("input", type=Path)
     p.add_argument("--model", required=True, type=Path, help="submission.zip or model.onnx")
     p.add_argument("--sequence-id", type=int, help="only this sequence of a parquet")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=_transcribe)
 
     p = sub.add_parser("show", help="draw a sequence to a GIF or MP4, optionally with a model's prediction")
@@ -223,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequence-id", required=True, type=int)
     p.add_argument("--out", required=True, type=Path, help="clip.gif or clip.mp4")
     p.add_argument("--model", type=Path, help="submission.zip or model.onnx")
-    p.add_argument("--fps", type=int, default=15)
+    p.add_argument("--fps", type=int, default=15, help="frames per second of the clip (default 15)")
     p.add_argument("--every", type=int, default=1, help="draw every N-th frame")
     p.set_defaults(func=_show)
 
@@ -243,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="2: train the control model in a second process alongside base, score and final "
                         "(one thread each; faster on a small CPU)")
     p.set_defaults(func=_pipeline)
+    parser.subcommands = sub.choices  # each subcommand's parser, for its own usage line
     return parser
 
 
@@ -252,10 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     from aslfr.train import TrainingError
     from aslfr.video import MissingExtra
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the subcommand's own usage, not the top level's
+        parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args)
-    except (DataError, TrainingError, ExportError, MissingExtra, FileNotFoundError, ValueError) as e:
+    except (DataError, TrainingError, ExportError, MissingExtra, FileNotFoundError, NotADirectoryError,
+            ValueError) as e:
         print(f"aslfr {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -37,15 +37,51 @@ def levenshtein(a: str, b: str) -> int:
     return prev[-1]
 
 
-def load_runner(model_bytes: bytes, runtime: str):
+def read_submission(submission: Path) -> tuple[bytes, list[str]]:
+    """model.tflite's bytes and inference_args.json's selected_columns, checked."""
+    if not submission.is_file():
+        raise FileNotFoundError(f"{submission}: not found")
+    try:
+        with zipfile.ZipFile(submission) as z:
+            names = set(z.namelist())
+            for need in ("model.tflite", "inference_args.json"):
+                if need not in names:
+                    raise ValueError(f"{submission}: no {need} inside (it holds {sorted(names)})")
+            model_bytes = z.read("model.tflite")
+            args = json.loads(z.read("inference_args.json"))
+    except zipfile.BadZipFile:
+        raise ValueError(f"{submission}: not a zip file (expected a submission.zip with model.tflite and "
+                         f"inference_args.json)") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{submission}: inference_args.json is not valid JSON ({e})") from None
+    columns = args.get("selected_columns") if isinstance(args, dict) else None
+    if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
+        raise ValueError(f"{submission}: inference_args.json has no 'selected_columns' list of column names")
+    return model_bytes, columns
+
+
+def load_runner(model_bytes: bytes, runtime: str, columns: list[str] | None = None, name: str = "model.tflite"):
+    """The `serving_default` signature runner (one thread); with `columns`, checked to take that
+    many values per frame."""
     if runtime == "litert":
         from ai_edge_litert.interpreter import Interpreter
     elif runtime == "tflite-runtime":
         from tflite_runtime.interpreter import Interpreter
     else:
         raise ValueError(f"runtime {runtime!r}: expected 'litert' or 'tflite-runtime'")
-    interpreter = Interpreter(model_content=model_bytes, num_threads=1)
-    return interpreter.get_signature_runner("serving_default")
+    try:
+        interpreter = Interpreter(model_content=model_bytes, num_threads=1)
+        runner = interpreter.get_signature_runner("serving_default")
+        details = runner.get_input_details()["inputs"]
+    except (ValueError, RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{name}: not a loadable TFLite model with a serving_default signature taking "
+                         f"'inputs' ({first})") from None
+    width = int(details.get("shape_signature", details["shape"])[-1])
+    if columns is not None and width != len(columns):
+        raise ValueError(f"{name}: the model takes {width} values per frame, but inference_args.json selects "
+                         f"{len(columns)} columns")
+    return runner
 
 
 def read_sequences(data_dir: Path, columns: list[str], limit: int | None):
@@ -63,6 +99,14 @@ def read_sequences(data_dir: Path, columns: list[str], limit: int | None):
     for rel, members in by_path.items():
         path = data_dir / rel
         try:
+            present = set(pq.read_schema(path).names)
+        except Exception as e:  # noqa: BLE001 - name the file, whatever pyarrow raised
+            raise ValueError(f"{path}: not a readable parquet file ({str(e).splitlines()[0]})") from None
+        missing = [c for c in columns + ["sequence_id"] if c not in present]
+        if missing:
+            raise ValueError(f"{path}: {len(missing)} of the selected columns are not in the file "
+                             f"(first: {', '.join(missing[:3])})")
+        try:
             table = pq.read_table(path, columns=columns + ["sequence_id"])
         except Exception as e:  # noqa: BLE001 - name the file, whatever pyarrow raised
             raise ValueError(f"{path}: cannot read the selected columns: {e}") from None
@@ -79,16 +123,15 @@ def read_sequences(data_dir: Path, columns: list[str], limit: int | None):
 def evaluate_submission(submission: str | Path, data_dir: str | Path, limit: int | None = None,
                         runtime: str = "litert") -> dict:
     submission, data_dir = Path(submission), Path(data_dir)
-    with zipfile.ZipFile(submission) as z:
-        names = set(z.namelist())
-        for need in ("model.tflite", "inference_args.json"):
-            if need not in names:
-                raise ValueError(f"{submission}: no {need} inside (it holds {sorted(names)})")
-        model_bytes = z.read("model.tflite")
-        columns = json.loads(z.read("inference_args.json"))["selected_columns"]
-    with open(data_dir / "character_to_prediction_index.json") as f:
+    model_bytes, columns = read_submission(submission)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: data directory not found")
+    char_map = data_dir / "character_to_prediction_index.json"
+    if not char_map.is_file():
+        raise FileNotFoundError(f"{char_map}: not found (expected a Kaggle-layout directory)")
+    with open(char_map) as f:
         index_to_char = {v: k for k, v in json.load(f).items()}
-    runner = load_runner(model_bytes, runtime)
+    runner = load_runner(model_bytes, runtime, columns, f"{submission}: model.tflite")
     predictions, targets, latencies, lengths = [], [], [], []
     for _, phrase, frames in read_sequences(data_dir, columns, limit):
         t0 = time.perf_counter()
@@ -127,6 +170,8 @@ def evaluate_in_runtime(submission: str | Path, data_dir: str | Path, limit: int
     if limit:
         cmd += ["--limit", str(limit)]
     run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode == 2 and run.stderr.strip():  # a user error, said in one line
+        raise ValueError(run.stderr.strip().splitlines()[-1])
     if run.returncode != 0:
         raise RuntimeError(f"evaluation in {runtime} failed:\n{run.stderr[-2000:]}")
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -147,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int)
     p.add_argument("--runtime", default="litert")
     a = p.parse_args(argv)
-    print(json.dumps(evaluate_submission(a.submission, a.data_dir, a.limit, a.runtime)))
+    try:
+        print(json.dumps(evaluate_submission(a.submission, a.data_dir, a.limit, a.runtime)))
+    except (ValueError, FileNotFoundError) as e:
+        print(e, file=sys.stderr)
+        return 2
     return 0
 
 

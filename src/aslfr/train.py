@@ -9,8 +9,10 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
@@ -82,7 +85,16 @@ def participant_folds(participants: np.ndarray, folds: int, seed: int) -> list[n
 
 def read_scores(path: Path, ds: ShardDataset) -> np.ndarray:
     """Per-sample scores joined by sequence_id; every training candidate must have one."""
-    table = pq.read_table(path, columns=["sequence_id", "score"])
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: scores file not found (write it with 'aslfr score')")
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as e:
+        raise ValueError(f"{path}: not a readable scores parquet ({str(e).splitlines()[0]})") from None
+    missing = [c for c in ("sequence_id", "score") if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: no {' or '.join(missing)} column (it has {', '.join(table.column_names)}); "
+                         f"expected the output of 'aslfr score'")
     scores = dict(zip(table.column("sequence_id").to_pylist(), table.column("score").to_pylist()))
     ids = ds.meta["sequence_id"].tolist()
     missing = [s for s in ids if s not in scores]
@@ -258,6 +270,70 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def _epoch_checkpoints(folder: Path) -> list[Path]:
+    """epoch_*.pt in `folder`, newest first."""
+    return sorted(folder.glob("epoch_*.pt"), key=lambda p: p.name, reverse=True)
+
+
+def newest_intact_checkpoint(run_dir: Path, log=None) -> tuple[Path, dict] | None:  # noqa: ANN001
+    """The run's newest checkpoint that reads (last.pt, else the newest epoch_*.pt), with its
+    contents; an unreadable one is passed over, saying so through `log`."""
+    folder = run_dir / "checkpoints"
+    candidates = ([folder / "last.pt"] if (folder / "last.pt").is_file() else []) + _epoch_checkpoints(folder)
+    best: tuple[Path, dict] | None = None
+    for path in candidates:
+        try:
+            state = read_checkpoint(path)
+        except TrainingError as e:
+            if log:
+                log(f"warning: {e}; passing over it")
+            continue
+        if best is None or state.get("epoch", 0) > best[1].get("epoch", 0):
+            best = (path, state)
+        if path.name != "last.pt":
+            break  # epoch files are in order: the first that reads is the newest
+    return best
+
+
+#: Settings a run may change when it continues: how long it trains (the cosine schedule then
+#: runs to the new end from where the run is) and how often it validates and saves.
+CONTINUABLE = ("epochs", "eval_every", "checkpoint_every", "workers", "compile")
+
+
+def file_digest(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_identity(cfg: Config, data: Path, scores: Path | None) -> dict:
+    """What makes a run the same job: its settings, the prepared data (its metadata and
+    statistics, by content) and the scores it filters with."""
+    return {"config": cfg.to_dict(),
+            "data": {"path": str(data), "metadata": file_digest(data / "metadata.parquet"),
+                     "stats": file_digest(data / "stats.npz")},
+            "scores": None if scores is None else {"path": str(scores), "sha256": file_digest(scores)}}
+
+
+def identity_differences(old: dict, new: dict) -> list[str]:
+    """What differs between two runs' identities, in words (settings that may change on
+    continuing are not differences)."""
+    out = []
+    a, b = json.loads(json.dumps(old.get("config", {}))), json.loads(json.dumps(new["config"]))  # tuples as lists
+    for key in sorted(set(a) | set(b)):
+        if key not in CONTINUABLE and a.get(key) != b.get(key):
+            out.append(f"{key} {a.get(key)!r} -> {b.get(key)!r}")
+    if "data" in old and (old["data"]["metadata"], old["data"]["stats"]) != (new["data"]["metadata"], new["data"]["stats"]):
+        out.append(f"data {old['data']['path']} -> {new['data']['path']} (other prepared data)")
+    if "scores" in old and (old["scores"] or {}).get("sha256") != (new["scores"] or {}).get("sha256"):
+        out.append(f"scores {(old['scores'] or {}).get('path')} -> {(new['scores'] or {}).get('path')} (other scores)")
+    return out
+
+
 def read_checkpoint(path: Path, device: str = "cpu") -> dict:
     """A checkpoint's contents, read as data: tensors, numbers, strings, containers and float
     numpy arrays only (PyTorch's weights-only unpickler), so that a file from elsewhere cannot
@@ -282,7 +358,23 @@ def load_model(checkpoint: Path, device: str = "cpu"
     """The model, its settings and the normalisation statistics it was trained with (None for a
     checkpoint written before they were stored). Trained and imported (`aslfr import-keras`)
     checkpoints load the same way."""
-    state = read_checkpoint(Path(checkpoint), device)
+    checkpoint = Path(checkpoint)
+    try:
+        state = read_checkpoint(checkpoint, device)
+    except TrainingError as e:
+        # a cut-off last.pt (or epoch file) with intact epoch checkpoints beside it
+        older = [p for p in _epoch_checkpoints(checkpoint.parent) if p.name != checkpoint.name
+                 and (checkpoint.name == "last.pt" or p.name < checkpoint.name)]
+        for path in older:
+            try:
+                state = read_checkpoint(path, device)
+            except TrainingError:
+                continue
+            print(f"warning: {e}; using {path} instead", file=sys.stderr)
+            checkpoint = path
+            break
+        else:
+            raise
     cfg = Config.from_dict(state["config"])
     model = FingerspellingModel(cfg).to(device)
     try:
@@ -305,15 +397,18 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
     ds = ShardDataset(data)
     stats = ds.stats()  # every checkpoint carries them
     split = select_samples(ds, cfg, Path(scores) if scores else None)
-    if env.main:
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", cfg.to_dict())
-        write_json(out / "split.json", {k: len(v) for k, v in split.items()})
 
-    first_epoch, step = 0, 0
-    ckpt = last_checkpoint(out) if resume else None
-    if resume and ckpt is None and env.main:
-        print(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
+    # The run directory holds one job: continue it, or refuse another one (before writing).
+    identity = run_identity(cfg, data, Path(scores) if scores else None)
+    found = newest_intact_checkpoint(out, log=print if env.main else None)
+    earlier = _read_identity(out)
+    if earlier is None and found is not None:  # a run from before run.json: its checkpoint's settings
+        earlier = {"config": found[1]["config"]}
+    if earlier is not None:
+        differs = identity_differences(earlier, identity)
+        if differs:
+            raise TrainingError(f"{out}: holds a run of another job ({'; '.join(differs)}); train into another "
+                                f"--out, or delete {out} to start over")
     if len(split["train"]) < cfg.batch_size:
         why = (f"score > {cfg.min_score:g}" if cfg.train_filter == "score" else "the length filter")
         raise TrainingError(f"only {len(split['train'])} training samples remain after {why} "
@@ -326,13 +421,31 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
                     cfg.lookahead_steps, cfg.lookahead_alpha)
     if env.rank:
         torch.manual_seed(cfg.seed + env.rank)  # each process its own dropout draws
-    if ckpt is not None:
-        state = read_checkpoint(ckpt, env.device)
-        if state["config"] != cfg.to_dict():
-            raise TrainingError(f"{ckpt}: saved with different settings; resume with the same preset and --set values")
-        model.load_state_dict(state["model"])
+    first_epoch, step = 0, 0
+    state = None
+    if found is not None:
+        ckpt, state = found
+        if "optimizer" not in state:
+            raise TrainingError(f"{ckpt}: holds no optimiser state (an imported model?); it cannot be continued")
+        model.load_state_dict({k: v.to(env.device) for k, v in state["model"].items()})
         opt.load_state_dict(state["optimizer"])
         first_epoch, step = state["epoch"], state["step"]
+        if env.main:
+            print(f"continuing {out} from {ckpt.name} (epoch {first_epoch} of {cfg.epochs})")
+    elif resume and env.main:
+        print(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
+    if env.main:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        write_json(out / "run.json", identity)
+        write_json(out / "config.json", cfg.to_dict())
+        write_json(out / "split.json", {k: len(v) for k, v in split.items()})
+    if first_epoch >= cfg.epochs:
+        if env.main:
+            print(f"{out} is finished ({first_epoch} of {cfg.epochs} epochs); --set epochs=N with a larger N "
+                  f"extends it")
+        if env.world > 1:
+            dist.destroy_process_group()
+        return _last_metrics(out)
     _trim_metrics(out / "metrics.jsonl", first_epoch, env.main)
 
     net = DistributedDataParallel(model) if env.world > 1 else model
@@ -350,7 +463,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
                 else nullcontext())
     row: dict = {}
     batch_iter = iter(loader)  # draws the loader's base seed from the global generator, so...
-    if ckpt is not None:  # ...restore the generator after it, as the uninterrupted run had it
+    if state is not None:  # ...restore the generator after it, as the uninterrupted run had it
         torch.set_rng_state(state["torch_rng"])
     bar = tqdm(total=len(batches), desc="train", disable=not (progress and env.main), dynamic_ncols=True)
     for epoch in range(first_epoch, last_epoch):
@@ -398,6 +511,21 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
     if env.world > 1:
         dist.destroy_process_group()
     return row
+
+
+def _read_identity(out: Path) -> dict | None:
+    path = out / "run.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    if (out / "config.json").is_file():  # a run from before run.json
+        return {"config": json.loads((out / "config.json").read_text())}
+    return None
+
+
+def _last_metrics(out: Path) -> dict:
+    path = out / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return rows[-1] if rows else {}
 
 
 def _one_thread(_: int) -> None:

@@ -12,12 +12,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +62,9 @@ def extract_landmarks(video: str | Path, out: str | Path, sequence_id: int = 0, 
     if run.returncode != 0:
         if "No module named 'mediapipe'" in (run.stderr or ""):
             raise MissingExtra(INSTALL_HINT)
-        raise DataError(f"{video}: landmark extraction failed: {(run.stderr or run.stdout or '').strip()[-500:]}")
+        said = [line for line in (run.stderr or "").splitlines() + (run.stdout or "").splitlines() if line.strip()]
+        reason = said[-1].strip()[-300:] if said else f"the extractor exited with status {run.returncode} and no message"
+        raise DataError(f"{video}: landmark extraction failed: {reason}")
     return out
 
 
@@ -80,18 +80,23 @@ class ExportedModel:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: model not found")
         if path.suffix == ".zip":
-            from ai_edge_litert.interpreter import Interpreter
+            from aslfr.evaluate import load_runner, read_submission
 
-            with zipfile.ZipFile(path) as z:
-                self.columns = json.loads(z.read("inference_args.json"))["selected_columns"]
-                interpreter = Interpreter(model_content=z.read("model.tflite"), num_threads=1)
-            runner = interpreter.get_signature_runner("serving_default")
+            model_bytes, self.columns = read_submission(path)
+            runner = load_runner(model_bytes, "litert", self.columns, f"{path}: model.tflite")
             self._run = lambda x: runner(inputs=x)["outputs"]
         elif path.suffix == ".onnx":
             import onnxruntime as ort
 
             self.columns = SELECTED_COLUMNS
-            session = ort.InferenceSession(str(path))
+            try:
+                session = ort.InferenceSession(str(path))
+            except Exception as e:  # noqa: BLE001 - onnxruntime raises its own classes
+                raise ValueError(f"{path}: not a loadable ONNX model ({str(e).strip().splitlines()[0][:200]})") from None
+            shape = session.get_inputs()[0].shape
+            if session.get_inputs()[0].name != "inputs" or shape[-1] != len(self.columns):
+                raise ValueError(f"{path}: expected an input 'inputs' of [T, {len(self.columns)}]; the model has "
+                                 f"{session.get_inputs()[0].name!r} {shape}")
             self._run = lambda x: session.run(None, {"inputs": x})[0]
         else:
             raise ValueError(f"{path}: expected a submission .zip or a .onnx model")
@@ -233,6 +238,14 @@ def show(data_dir: str | Path, sequence_id: int, out: str | Path, model: str | P
     data_dir, out = Path(data_dir), Path(out)
     if out.suffix.lower() not in (".gif", ".mp4"):
         raise ValueError(f"{out}: expected a .gif or .mp4 output")
+    if every < 1 or fps < 1:
+        raise ValueError(f"--every {every} --fps {fps}: both must be at least 1")
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: data directory not found")
+    try:  # before the work: the output's folder must be creatable
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{out}: cannot create its folder {out.parent} ({e.strerror or e})") from None
     parquet, phrase = find_sequence(data_dir, sequence_id)
     (_, frames), = list(parquet_sequences(parquet, SELECTED_COLUMNS, sequence_id))
     shown = list(range(0, len(frames), every))
@@ -241,7 +254,6 @@ def show(data_dir: str | Path, sequence_id: int, out: str | Path, model: str | P
         runner = ExportedModel(model)
         predictions = [runner(frames[:t + 1]) for t in shown]  # what the model says after each frame
     images = render_frames(frames[shown], phrase, predictions)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
     if out.suffix.lower() == ".gif":
         iio.imwrite(tmp, np.stack(images), extension=".gif", duration=1000 / fps, loop=0)

@@ -8,6 +8,7 @@ file presence, column names and types, the output directory) is checked first.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -92,8 +93,41 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def job_input(job: FileJob) -> dict:
+    """What a file's shard is made from: the source file (name, size, modification time) and,
+    for the Kaggle layout, its rows of the csv (sequence, participant, phrase). A shard whose
+    record differs was made from other input and is never reused."""
+    st = job.path.stat()
+    listed = hashlib.sha256(json.dumps([[i.sequence_id, i.participant_id, i.phrase] for i in job.sequences])
+                            .encode()).hexdigest()
+    return {"kind": job.kind, "file": job.path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "source": job.source, "csv_rows": listed}
+
+
 def _is_done(out: Path, job: FileJob) -> bool:
-    return (out / "shards" / f"{job.file_id}.done.json").is_file()
+    """True for a shard finished from this job's input; an error for one made from other input."""
+    marker = out / "shards" / f"{job.file_id}.done.json"
+    if not marker.is_file():
+        return False
+    made_from = json.loads(marker.read_text()).get("input")
+    now = job_input(job)
+    if made_from != now:
+        what = ("it records no input (an earlier aslfr)" if made_from is None else
+                ", ".join(f"{k} {made_from.get(k)!r} -> {now[k]!r}" for k in now if made_from.get(k) != now[k]))
+        raise DataError(f"{marker}: file {job.file_id} was prepared from other input ({what}); prepare into a "
+                        f"new directory, or delete {out} to prepare it again")
+    return True
+
+
+def _check_same_files(out: Path, jobs: list[FileJob]) -> None:
+    """A prepared directory holds the shards of one dataset: refuse one with other files."""
+    ids = {str(j.file_id) for j in jobs}
+    done = sorted(p.name.split(".")[0] for p in (out / "shards").glob("*.done.json"))
+    other = [d for d in done if d not in ids]
+    if other:
+        raise DataError(f"{out}: holds {len(other)} prepared file(s) that this dataset does not have (file_id "
+                        f"{other[0]}): it was prepared from other data or other options (--supplemental); "
+                        f"prepare into a new directory, or delete it to start over")
 
 
 def prepare_file(job: FileJob, out: Path, threads: int | None = None) -> dict[str, int]:
@@ -157,8 +191,8 @@ def prepare_file(job: FileJob, out: Path, threads: int | None = None) -> dict[st
     moments.save(shard / f"{job.file_id}.stats.npz")
     write_table(shard / f"{job.file_id}.meta.parquet", {k: meta[k] for k in METADATA_FIELDS})
     write_json(shard / f"{job.file_id}.done.json",
-               {"source_file": str(job.path), "sequences": len(kept), "rows": len(values) // N_COLUMNS,
-                "skipped": dict(skipped)})
+               {"source_file": str(job.path), "input": job_input(job), "sequences": len(kept),
+                "rows": len(values) // N_COLUMNS, "skipped": dict(skipped)})
     return dict(skipped)
 
 
@@ -195,6 +229,7 @@ def prepare(data_dir: str | Path, out_dir: str | Path, supplemental: bool = Fals
     if not jobs:
         raise DataError(f"{data_dir}: no landmark files to prepare")
     _check_output_dir(out)
+    _check_same_files(out, jobs)
     todo = [j for j in jobs if not _is_done(out, j)]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="prepare files", disable=not progress)
     threads = max(1, available_cpus() // max(1, min(workers, len(todo))))  # per worker: the kernels' threads
@@ -216,6 +251,12 @@ def _combine(jobs: list[FileJob], out: Path, seconds: float) -> dict:
     shard = out / "shards"
     tables = [pq.read_table(shard / f"{j.file_id}.meta.parquet") for j in jobs]
     meta = pa.concat_tables(tables)
+    if meta.num_rows == 0:
+        skipped = Counter()
+        for j in jobs:
+            skipped.update(json.loads((shard / f"{j.file_id}.done.json").read_text())["skipped"])
+        why = "; ".join(f"{n} {SKIP_REASONS[k]}" for k, n in skipped.items() if n) or "the files have no rows"
+        raise DataError(f"{out}: no usable sequence in {len(jobs)} file(s) ({why})")
     ids = meta.column("sequence_id").to_numpy()
     if len(np.unique(ids)) != len(ids):
         dup = ids[np.flatnonzero(np.bincount(np.unique(ids, return_inverse=True)[1]) > 1)[0]]

@@ -56,10 +56,20 @@ class ShardDataset:
         meta_path = self.root / "metadata.parquet"
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path}: not found; run 'aslfr prepare' first")
-        table = pq.read_table(meta_path)
+        try:
+            table = pq.read_table(meta_path)
+        except (OSError, pa.ArrowException) as e:
+            raise FileNotFoundError(f"{meta_path}: unreadable ({str(e).splitlines()[0]}); run 'aslfr prepare' again") from None
+        missing = [c for c in METADATA_FIELDS if c not in table.column_names]
+        if missing:
+            raise FileNotFoundError(f"{meta_path}: no column(s) {', '.join(missing)}: not written by 'aslfr prepare'")
         self.meta = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
         self.phrases: list[str] = table.column("phrase").to_pylist()
         self._maps: dict[int, np.ndarray] = {}
+        for name in ["stats.npz"] + [f"shards/{f}.npy" for f in np.unique(self.meta["file_id"])]:
+            if not (self.root / name).is_file():  # found now, not in a DataLoader worker mid-epoch
+                raise FileNotFoundError(f"{self.root / name}: missing from the prepared directory; "
+                                        f"run 'aslfr prepare' again into it to restore it")
 
     def __len__(self) -> int:
         return len(self.phrases)
@@ -121,7 +131,10 @@ def to_blocks(sequences: list[np.ndarray], n_cols: int = N_COLUMNS) -> np.ndarra
 
 
 def write_table(path: Path, columns: dict[str, list | np.ndarray]) -> None:
-    table = pa.table({k: (v if isinstance(v, np.ndarray) else pa.array(v)) for k, v in columns.items()})
+    """Numeric columns from numpy arrays, text columns from lists of strings (typed as strings
+    even when empty, so that tables of files with no rows concatenate with the others)."""
+    table = pa.table({k: (v if isinstance(v, np.ndarray) else pa.array(v, type=pa.string()))
+                      for k, v in columns.items()})
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 

@@ -525,8 +525,11 @@ def synthesize(out_dir: str | Path, sequences: int = 1000, participants: int = 1
     """Write a Kaggle-layout dataset to `out_dir` and return counts."""
     from tqdm import tqdm
 
-    if sequences < 1 or participants < 1 or files < 1:
-        raise ValueError("sequences, participants and files must all be at least 1")
+    if sequences < 1 or participants < 1 or files < 1 or supplemental < 0:
+        raise ValueError(f"--sequences {sequences} --participants {participants} --files {files} --supplemental "
+                         f"{supplemental}: sequences, participants and files must be at least 1, supplemental at least 0")
+    if files > sequences:
+        raise ValueError(f"--files {files}: more files than --sequences {sequences}; every file needs a sequence")
     if not 0 <= corrupt_fraction < 1:
         raise ValueError(f"corrupt fraction {corrupt_fraction} is not in [0, 1)")
     out = Path(out_dir)

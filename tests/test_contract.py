@@ -1,0 +1,239 @@
+"""The rerun, resume and bad-input contract: an existing output continues the same job or is
+refused with what differs; interrupted work is not lost; a user error is one line, exit status 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from aslfr.cli import main
+from aslfr.config import preset
+from aslfr.data.kaggle import DataError
+from aslfr.data.prepare import prepare
+from aslfr.data.synthetic import synthesize
+from aslfr.train import TrainingError, load_model, train
+
+from conftest import TINY
+
+
+def _cfg(*more: str):
+    return preset("demo").override(TINY + ["epochs=2", *more])
+
+
+def _one_line_error(capsys, argv: list[str], *says: str) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for text in says:
+        assert text in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def other_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("other")
+    synthesize(out, sequences=40, participants=4, files=2, seed=99, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def other_prepared(other_data: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("other_prepared")
+    prepare(other_data, out, progress=False)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# prepare
+# --------------------------------------------------------------------------------------------
+
+def test_prepare_refuses_a_directory_prepared_from_other_data(synth_dir: Path, other_data: Path, tmp_path: Path,
+                                                              capsys) -> None:
+    prepare(synth_dir, tmp_path, progress=False)
+    before = (tmp_path / "metadata.parquet").read_bytes()
+    _one_line_error(capsys, ["prepare", str(other_data), str(tmp_path)], str(tmp_path), "other data")
+    assert (tmp_path / "metadata.parquet").read_bytes() == before
+    # the same data again continues (nothing to do) and gives the same files
+    prepare(synth_dir, tmp_path, progress=False)
+    assert (tmp_path / "metadata.parquet").read_bytes() == before
+
+
+def test_prepare_refuses_a_shard_made_from_a_changed_file(synth_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    prepare(data, tmp_path / "out", progress=False)
+    rows = list(csv.DictReader(open(data / "train.csv")))
+    rows[0]["phrase"] = "another phrase"
+    with open(data / "train.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(DataError, match="was prepared from other input \\(csv_rows"):
+        prepare(data, tmp_path / "out", progress=False)
+
+
+def test_prepare_counts_an_empty_file_and_a_file_of_unknown_phrases(synth_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    rows = list(csv.DictReader(open(data / "train.csv")))
+    first, second = sorted({r["path"] for r in rows})
+    table = pq.read_table(data / first)
+    pq.write_table(table.slice(0, 0), data / first)  # a parquet file with no rows
+    for r in rows:
+        if r["path"] == second:
+            r["phrase"] = "ÄÖÜ"  # every phrase of the other file outside the map
+    with open(data / "train.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(DataError, match="no usable sequence in 2 file\\(s\\) \\(.*listed in the csv but has no rows"):
+        prepare(data, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "metadata.parquet").exists()
+
+
+def test_a_damaged_prepared_directory_is_named(prepared_dir: Path, tmp_path: Path, capsys) -> None:
+    copy = tmp_path / "prepared"
+    shutil.copytree(prepared_dir, copy)
+    (copy / "stats.npz").unlink()
+    _one_line_error(capsys, ["train", "--preset", "demo", "--data", str(copy), "--out", str(tmp_path / "r")],
+                    "stats.npz: missing from the prepared directory")
+    shutil.copy(prepared_dir / "stats.npz", copy / "stats.npz")
+    next(copy.glob("shards/*.npy")).unlink()
+    err = _one_line_error(capsys, ["train", "--preset", "demo", "--data", str(copy), "--out", str(tmp_path / "r")],
+                          ".npy: missing from the prepared directory")
+    assert not (tmp_path / "r").exists(), err
+
+
+# --------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.pt", weights_only=False)["model"]
+
+
+def test_the_same_command_continues_an_interrupted_run(prepared_dir: Path, tmp_path: Path) -> None:
+    cfg = _cfg("checkpoint_every=1")
+    train(cfg, prepared_dir, tmp_path / "full", progress=False)
+    train(cfg, prepared_dir, tmp_path / "cut", stop_after_epochs=1, progress=False)
+    train(cfg, prepared_dir, tmp_path / "cut", progress=False)  # no --resume: it continues
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+
+
+def test_another_job_in_the_same_directory_is_refused_naming_what_differs(prepared_dir: Path, other_prepared: Path,
+                                                                         tmp_path: Path) -> None:
+    train(_cfg("epochs=1"), prepared_dir, tmp_path, progress=False)
+    config = (tmp_path / "config.json").read_text()
+    metrics = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(TrainingError, match="another job \\(lr 0.003 -> 0.5\\)"):
+        train(_cfg("epochs=1", "lr=0.5"), prepared_dir, tmp_path, resume=True, progress=False)
+    with pytest.raises(TrainingError, match="another job \\(data .* \\(other prepared data\\)\\)"):
+        train(_cfg("epochs=1"), other_prepared, tmp_path, resume=True, progress=False)
+    assert (tmp_path / "config.json").read_text() == config  # nothing rewritten
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics
+
+
+def test_a_finished_run_says_so_and_extends_to_more_epochs(prepared_dir: Path, tmp_path: Path, capsys) -> None:
+    train(_cfg("epochs=1"), prepared_dir, tmp_path, progress=False)
+    capsys.readouterr()
+    row = train(_cfg("epochs=1"), prepared_dir, tmp_path, progress=False)
+    assert row["epoch"] == 1 and "is finished (1 of 1 epochs)" in capsys.readouterr().out
+    row = train(_cfg("epochs=3"), prepared_dir, tmp_path, progress=False)
+    assert row["epoch"] == 3
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert json.loads((tmp_path / "config.json").read_text())["epochs"] == 3
+
+
+def test_a_cut_off_checkpoint_falls_back_to_the_newest_intact_one(prepared_dir: Path, tmp_path: Path, capsys) -> None:
+    cfg = _cfg("epochs=3", "checkpoint_every=1")
+    train(cfg, prepared_dir, tmp_path / "full", progress=False)
+    run = tmp_path / "cut"
+    train(cfg, prepared_dir, run, stop_after_epochs=2, progress=False)
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:5000])  # cut off mid-write by a crash
+    capsys.readouterr()
+    train(cfg, prepared_dir, run, progress=False)
+    out = capsys.readouterr().out
+    assert "last.pt: not a readable aslfr checkpoint" in out and "continuing" in out and "epoch_00002.pt" in out
+    a, b = _weights(tmp_path / "full"), _weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_load_model_says_which_checkpoint_it_uses_instead(prepared_dir: Path, tmp_path: Path, capsys) -> None:
+    train(_cfg("epochs=2", "checkpoint_every=1"), prepared_dir, tmp_path, progress=False)
+    last = tmp_path / "checkpoints" / "last.pt"
+    last.write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    load_model(last)
+    err = capsys.readouterr().err
+    assert "warning:" in err and str(last) in err and "epoch_00002.pt instead" in err
+    for p in (tmp_path / "checkpoints").glob("epoch_*.pt"):
+        p.unlink()
+    _one_line_error(capsys, ["export", "--checkpoint", str(last), "--out", str(tmp_path / "e"), "--onnx-only"],
+                    str(last), "not a readable aslfr checkpoint")
+
+
+@pytest.mark.parametrize("setting", ["batch_size=0", "heads=3", "epochs=-1"])
+def test_bad_settings_stop_before_anything_is_written(prepared_dir: Path, tmp_path: Path, capsys, setting: str) -> None:
+    _one_line_error(capsys, ["train", "--preset", "demo", "--data", str(prepared_dir), "--out", str(tmp_path / "r"),
+                             "--set", setting], setting.split("=")[0])
+    assert not (tmp_path / "r").exists()
+
+
+def test_scores_files_are_checked(prepared_dir: Path, tmp_path: Path, capsys) -> None:
+    base = ["train", "--preset", "demo", "--data", str(prepared_dir), "--out", str(tmp_path / "r")]
+    _one_line_error(capsys, base + ["--scores", str(tmp_path / "none.parquet")], "none.parquet: scores file not found")
+    pq.write_table(pq.read_table(prepared_dir / "metadata.parquet"), tmp_path / "meta.parquet")
+    _one_line_error(capsys, base + ["--scores", str(tmp_path / "meta.parquet")], "meta.parquet: no score column")
+
+
+# --------------------------------------------------------------------------------------------
+# exported models, videos, synthesis, the command line
+# --------------------------------------------------------------------------------------------
+
+def test_bad_submissions_are_named(synth_dir: Path, tmp_path: Path, capsys) -> None:
+    not_zip = tmp_path / "a.zip"
+    not_zip.write_text("hello")
+    _one_line_error(capsys, ["evaluate", "--submission", str(not_zip), "--data", str(synth_dir)], "a.zip: not a zip file")
+    _one_line_error(capsys, ["transcribe", str(synth_dir / "train_landmarks"), "--model", str(not_zip)], "not a zip file")
+    corrupt = tmp_path / "b.zip"
+    with zipfile.ZipFile(corrupt, "w") as z:
+        z.writestr("model.tflite", b"\x00" * 64)
+        z.writestr("inference_args.json", json.dumps({"selected_columns": ["x_right_hand_0"]}))
+    _one_line_error(capsys, ["evaluate", "--submission", str(corrupt), "--data", str(synth_dir)],
+                    "b.zip: model.tflite: not a loadable TFLite model")
+    bad_onnx = tmp_path / "m.onnx"
+    bad_onnx.write_bytes(b"junk")
+    _one_line_error(capsys, ["transcribe", str(synth_dir / "train_landmarks"), "--model", str(bad_onnx)],
+                    "m.onnx: not a loadable ONNX model")
+
+
+def test_synth_and_show_check_their_arguments(synth_dir: Path, tmp_path: Path, capsys) -> None:
+    _one_line_error(capsys, ["synth", str(tmp_path / "s"), "--files", "20", "--sequences", "5"],
+                    "--files 20: more files than --sequences 5")
+    assert not (tmp_path / "s").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    sid = next(csv.DictReader(open(synth_dir / "train.csv")))["sequence_id"]
+    _one_line_error(capsys, ["show", "--data", str(synth_dir), "--sequence-id", sid, "--out", str(blocker / "c.gif")],
+                    "cannot create its folder")
+    _one_line_error(capsys, ["show", "--data", str(tmp_path / "nope"), "--sequence-id", sid, "--out",
+                             str(tmp_path / "c.gif")], "nope: data directory not found")
+
+
+def test_an_unknown_flag_prints_the_subcommands_usage(capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["info", "--bogus"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "usage: aslfr info" in err and "unrecognized arguments: --bogus" in err
