@@ -237,3 +237,14 @@ def test_an_unknown_flag_prints_the_subcommands_usage(capsys) -> None:
         main(["info", "--bogus"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "usage: aslfr info" in err and "unrecognized arguments: --bogus" in err
+
+
+def test_an_output_that_cannot_be_created_is_one_line(tmp_path: Path, capsys) -> None:
+    from aslfr.keras_import import import_keras
+
+    ckpt = tmp_path / "seed.pt"
+    import_keras(Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "seed_keras_network.h5", ckpt)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    _one_line_error(capsys, ["export", "--checkpoint", str(ckpt), "--out", str(blocker / "x"), "--onnx-only"],
+                    str(blocker / "x"), "Not a directory")

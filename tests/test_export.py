@@ -214,3 +214,19 @@ def test_evaluator_names_a_bad_submission(tmp_path: Path, synth_dir: Path) -> No
         z.writestr("inference_args.json", "{}")
     with pytest.raises(ValueError, match="no model.tflite"):
         evaluate_submission(tmp_path / "s.zip", synth_dir)
+
+
+@needs_converter
+def test_evaluator_names_columns_the_model_or_the_data_do_not_take(exported: Path, synth_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    model = (exported / "model.tflite").read_bytes()
+    for name, columns, says in (("short", SELECTED_COLUMNS[:100], "takes 200 values per frame, but "
+                                 "inference_args.json selects 100 columns"),
+                                ("renamed", [f"q_{c}" for c in SELECTED_COLUMNS], "200 of the selected "
+                                 "columns are not in the file \\(first: q_x_right_hand_0")):
+        path = tmp_path / f"{name}.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("model.tflite", model)
+            z.writestr("inference_args.json", json.dumps({"selected_columns": columns}))
+        with pytest.raises(ValueError, match=says):
+            evaluate_submission(path, synth_dir, limit=2)

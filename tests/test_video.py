@@ -114,3 +114,15 @@ def test_show_draws_hands_and_the_growing_prediction(onnx_model: Path, synth_dir
     blue = (r < 60) & (g > 90) & (g < 150) & (b > 150)     # left hand, #0077bb
     assert (orange | blue).any(axis=(1, 2)).mean() > 0.5   # a hand is drawn in most frames
     assert main(["show", "--data", str(synth_dir), "--sequence-id", "1", "--out", str(out)]) == 2
+
+
+@needs_video
+def test_a_video_that_cannot_be_read_says_why(tmp_path: Path) -> None:
+    from aslfr.data.kaggle import DataError
+    from aslfr.video import extract_landmarks
+
+    junk = tmp_path / "clip.mp4"
+    junk.write_bytes(b"not a video at all")
+    with pytest.raises(DataError, match=r"clip.mp4: landmark extraction failed: .*\S"):
+        extract_landmarks(junk, tmp_path / "out.parquet", progress=False)
+    assert not (tmp_path / "out.parquet").exists()

@@ -163,11 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="a preset's parameter count and settings")
     p.add_argument("--preset", default="seed-base", choices=list(PRESETS), help="default seed-base")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset value (repeatable)")
     p.set_defaults(func=_info)
 
     p = sub.add_parser("train", help="train a model on prepared data (torchrun for many processes)")
-    p.add_argument("--preset", required=True, choices=list(PRESETS))
+    p.add_argument("--preset", required=True, choices=list(PRESETS), help="the settings to start from (see aslfr info)")
     p.add_argument("--data", required=True, type=Path, help="a directory written by 'aslfr prepare'")
     p.add_argument("--out", required=True, type=Path,
                    help="run directory; a rerun of the same job continues it, another job is refused")
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("score", help="score every prepared sequence with a checkpoint (SEED-SPEC 7.2)")
-    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint (training or import-keras)")
     p.add_argument("--data", required=True, type=Path, help="a directory written by 'aslfr prepare'")
     p.add_argument("--out", required=True, type=Path, help="scores.parquet to write")
     p.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (default 64)")
@@ -195,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_import_keras)
 
     p = sub.add_parser("export", help="checkpoint -> model.onnx, TFLite variants, submission.zip")
-    p.add_argument("--checkpoint", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint (training or import-keras)")
+    p.add_argument("--out", required=True, type=Path, help="directory for model.onnx, the TFLite files and submission.zip")
     p.add_argument("--max-frames", type=int, default=320, help="resize longer inputs to this many frames")
     p.add_argument("--fp16", action="store_true", help="submit the float16-weight TFLite (needed over 40 MB)")
     p.add_argument("--onnx-only", action="store_true", help="write model.onnx only (no converter environment)")
@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_export)
 
     p = sub.add_parser("evaluate", help="run a submission.zip the way Kaggle's evaluator does")
-    p.add_argument("--submission", required=True, type=Path)
+    p.add_argument("--submission", required=True, type=Path, help="a submission.zip (model.tflite + inference_args.json)")
     p.add_argument("--data", required=True, type=Path, help="Kaggle-layout data directory")
     p.add_argument("--limit", type=int, help="evaluate the first N sequences of train.csv")
     p.add_argument("--runtime", action="append", choices=["litert", "tflite-runtime"],
@@ -212,13 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_evaluate, runtime=None)
 
     p = sub.add_parser("landmarks", help="MediaPipe Holistic over a video -> a Kaggle-layout parquet")
-    p.add_argument("video", type=Path)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("video", type=Path, help="a video file or an image")
+    p.add_argument("--out", required=True, type=Path, help="the Kaggle-layout parquet to write")
     p.add_argument("--sequence-id", type=int, default=0, help="the sequence_id to write (default 0)")
     p.set_defaults(func=_landmarks)
 
     p = sub.add_parser("transcribe", help="video, parquet or directory -> text, with an exported model")
-    p.add_argument("input", type=Path)
+    p.add_argument("input", type=Path, help="a video, a Kaggle-layout parquet or a directory of them")
     p.add_argument("--model", required=True, type=Path, help="submission.zip or model.onnx")
     p.add_argument("--sequence-id", type=int, help="only this sequence of a parquet")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="draw a sequence to a GIF or MP4, optionally with a model's prediction")
     p.add_argument("--data", required=True, type=Path, help="Kaggle-layout data directory")
-    p.add_argument("--sequence-id", required=True, type=int)
+    p.add_argument("--sequence-id", required=True, type=int, help="the sequence to draw")
     p.add_argument("--out", required=True, type=Path, help="clip.gif or clip.mp4")
     p.add_argument("--model", type=Path, help="submission.zip or model.onnx")
     p.add_argument("--fps", type=int, default=15, help="frames per second of the clip (default 15)")
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pipeline", help="prepare, base, score, final, control, export, evaluate, report")
     p.add_argument("--data", required=True, type=Path, help="Kaggle-layout data directory")
     p.add_argument("--out", required=True, type=Path, help="run directory")
-    p.add_argument("--preset", default="demo", choices=list(PIPELINE_PRESETS))
+    p.add_argument("--preset", default="demo", choices=list(PIPELINE_PRESETS), help="demo: demo-base and demo-final; seed: seed-base and seed-final")
     p.add_argument("--folds", type=int, default=0, help="K > 1: out-of-fold scoring with K participant folds")
     p.add_argument("--min-score", type=float, help="score filter threshold (default: the preset's, 0.2)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override both models' settings")
@@ -265,9 +265,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args)
-    except (DataError, TrainingError, ExportError, MissingExtra, FileNotFoundError, NotADirectoryError,
-            ValueError) as e:
+    except (DataError, TrainingError, ExportError, MissingExtra, FileNotFoundError, ValueError) as e:
         print(f"aslfr {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an output that cannot be written, a disk that is full: the path and why
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"aslfr {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"aslfr {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
