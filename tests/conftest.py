@@ -38,3 +38,16 @@ def trained_run(prepared_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     out = tmp_path_factory.mktemp("trained")
     train(preset("demo").override(TINY + ["epochs=4"]), prepared_dir, out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained model exported once: model.onnx, the TFLite files, submission.zip (needs
+    the converter environment, `make tools`)."""
+    from aslfr.export import converter_python, export
+
+    if not converter_python().is_file():
+        pytest.skip("TFLite converter environment missing: run 'make tools'")
+    out = tmp_path_factory.mktemp("export")
+    export(trained_run / "checkpoints" / "last.pt", out, max_frames=48, log=lambda *_: None)
+    return out

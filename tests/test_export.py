@@ -10,7 +10,7 @@ import torch
 
 from aslfr.data.shards import ShardDataset
 from aslfr.evaluate import evaluate_in_runtime, evaluate_submission, levenshtein
-from aslfr.export import convert_tflite, converter_python, export, export_onnx
+from aslfr.export import convert_tflite, converter_python, export_onnx
 from aslfr.inference import build, greedy_rows
 from aslfr.landmarks import SELECTED_COLUMNS
 from aslfr.vocab import BLANK, CHARACTERS, ctc_greedy
@@ -128,13 +128,6 @@ def test_onnx_matches_pytorch(module, onnx_models: Path, prepared_dir: Path) -> 
         same += _decode(got) == _decode(ref)
         np.testing.assert_allclose(logits.run(None, {"inputs": x})[0], ref_logits, atol=1e-4)
     assert same / len(inputs) >= 0.995
-
-
-@pytest.fixture(scope="module")
-def exported(trained_run: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("export")
-    export(trained_run / "checkpoints" / "last.pt", out, max_frames=48, log=lambda *_: None)
-    return out
 
 
 @needs_converter

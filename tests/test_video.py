@@ -11,7 +11,8 @@ import pytest
 from aslfr.cli import main
 from aslfr.export import export
 from aslfr.landmarks import LANDMARK_COLUMNS
-from aslfr.video import ExportedModel, parquet_sequences, transcribe, video_python
+from aslfr.recognizer import ExportedModel
+from aslfr.video import parquet_sequences, transcribe, video_python
 
 needs_video = pytest.mark.skipif(not video_python().is_file(), reason="video extra missing: run 'make video'")
 

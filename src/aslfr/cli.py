@@ -116,6 +116,16 @@ def _transcribe(a: argparse.Namespace) -> None:
             print(f"{r['sequence_id']}\t{r['text']}")
 
 
+def _live(a: argparse.Namespace) -> None:
+    import json
+
+    from aslfr.live import format_figures, live
+
+    r = live(a.model, a.input, camera=a.camera, sequence_id=a.sequence_id, every_ms=a.every_ms, gap_ms=a.gap_ms,
+             realtime=a.realtime, fps=a.fps)
+    print(json.dumps(r, indent=2) if a.json else format_figures(r["figures"]))
+
+
 def _show(a: argparse.Namespace) -> None:
     from aslfr.video import show
 
@@ -223,6 +233,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequence-id", type=int, help="only this sequence of a parquet")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=_transcribe)
+
+    from aslfr.recognizer import DEFAULT_EVERY_MS, DEFAULT_GAP_MS
+    p = sub.add_parser("live", help="a camera, video or landmark parquet -> text as the hand moves")
+    p.add_argument("input", type=Path, nargs="?", help="a video, or a Kaggle-layout parquet of landmarks")
+    p.add_argument("--camera", type=int, metavar="N", help="read camera N (OpenCV) instead of a file")
+    p.add_argument("--model", required=True, type=Path, help="submission.zip or model.onnx")
+    p.add_argument("--sequence-id", type=int, help="only this sequence of a parquet")
+    p.add_argument("--every-ms", type=float, default=DEFAULT_EVERY_MS,
+                   help=f"re-decode the open phrase this often, in stream time (default {DEFAULT_EVERY_MS})")
+    p.add_argument("--gap-ms", type=float, default=DEFAULT_GAP_MS,
+                   help=f"a phrase ends after this long without a hand (default {DEFAULT_GAP_MS})")
+    p.add_argument("--realtime", action="store_true", help="pace a file at its own frame rate, as a camera")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate of a landmark parquet (default 30)")
+    p.add_argument("--json", action="store_true", help="print the phrases and figures as JSON")
+    p.set_defaults(func=_live)
 
     p = sub.add_parser("show", help="draw a sequence to a GIF or MP4, optionally with a model's prediction")
     p.add_argument("--data", required=True, type=Path, help="Kaggle-layout data directory")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +22,7 @@ import numpy as np
 from aslfr.data.kaggle import DataError, read_landmarks, split_sequences
 from aslfr.features import rows_to_coords
 from aslfr.landmarks import SELECTED_COLUMNS
-from aslfr.vocab import CHARACTERS
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".png", ".jpg", ".jpeg"}
 INSTALL_HINT = ("MediaPipe is not installed: run 'make video' (an environment with the 'video' extra: "
                 "mediapipe==0.10.21, numpy<2) or set ASLFR_VIDEO_PYTHON to a Python that has it")
 
@@ -72,40 +69,6 @@ def extract_landmarks(video: str | Path, out: str | Path, sequence_id: int = 0, 
 # Models
 # --------------------------------------------------------------------------------------------
 
-class ExportedModel:
-    """A submission.zip (TFLite) or a model.onnx, called the way Kaggle calls it."""
-
-    def __init__(self, path: str | Path) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: model not found")
-        if path.suffix == ".zip":
-            from aslfr.evaluate import load_runner, read_submission
-
-            model_bytes, self.columns = read_submission(path)
-            runner = load_runner(model_bytes, "litert", self.columns, f"{path}: model.tflite")
-            self._run = lambda x: runner(inputs=x)["outputs"]
-        elif path.suffix == ".onnx":
-            import onnxruntime as ort
-
-            self.columns = SELECTED_COLUMNS
-            try:
-                session = ort.InferenceSession(str(path))
-            except Exception as e:  # noqa: BLE001 - onnxruntime raises its own classes
-                raise ValueError(f"{path}: not a loadable ONNX model ({str(e).strip().splitlines()[0][:200]})") from None
-            shape = session.get_inputs()[0].shape
-            if session.get_inputs()[0].name != "inputs" or shape[-1] != len(self.columns):
-                raise ValueError(f"{path}: expected an input 'inputs' of [T, {len(self.columns)}]; the model has "
-                                 f"{session.get_inputs()[0].name!r} {shape}")
-            self._run = lambda x: session.run(None, {"inputs": x})[0]
-        else:
-            raise ValueError(f"{path}: expected a submission .zip or a .onnx model")
-
-    def __call__(self, frames: np.ndarray) -> str:
-        out = self._run(np.ascontiguousarray(frames, dtype=np.float32))
-        return "".join(CHARACTERS[i] for i in np.argmax(out, axis=1) if i < len(CHARACTERS))
-
-
 def parquet_sequences(path: Path, columns: list[str], sequence_id: int | None = None):
     ids, _, values = read_landmarks(path, columns)
     blocks = split_sequences(ids)
@@ -121,25 +84,10 @@ def parquet_sequences(path: Path, columns: list[str], sequence_id: int | None = 
 
 def transcribe(inputs: str | Path, model: str | Path, sequence_id: int | None = None,
                progress: bool = False) -> list[dict]:
-    src = Path(inputs)
-    runner = ExportedModel(model)
-    if src.is_dir():
-        files = sorted(p for p in src.rglob("*") if p.suffix == ".parquet" or p.suffix.lower() in VIDEO_SUFFIXES)
-        if not files:
-            raise DataError(f"{src}: no parquet or video files inside")
-    elif src.is_file():
-        files = [src]
-    else:
-        raise FileNotFoundError(f"{src}: not found")
-    results = []
-    with tempfile.TemporaryDirectory(prefix="aslfr-") as tmp:
-        for f in files:
-            parquet = f
-            if f.suffix.lower() in VIDEO_SUFFIXES:
-                parquet = extract_landmarks(f, Path(tmp) / f"{f.stem}.parquet", progress=progress)
-            for sid, frames in parquet_sequences(parquet, runner.columns, sequence_id):
-                results.append({"input": str(f), "sequence_id": sid, "frames": len(frames), "text": runner(frames)})
-    return results
+    """`aslfr transcribe`: every sequence of a parquet, a video or a directory of them."""
+    from aslfr.recognizer import Recognizer
+
+    return Recognizer(model).transcribe_all(inputs, sequence_id, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,8 +199,10 @@ def show(data_dir: str | Path, sequence_id: int, out: str | Path, model: str | P
     shown = list(range(0, len(frames), every))
     predictions = None
     if model is not None:
-        runner = ExportedModel(model)
-        predictions = [runner(frames[:t + 1]) for t in shown]  # what the model says after each frame
+        from aslfr.recognizer import Recognizer
+
+        rec = Recognizer(model)
+        predictions = [rec.decode(frames[:t + 1]) for t in shown]  # what the model says after each frame
     images = render_frames(frames[shown], phrase, predictions)
     tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
     if out.suffix.lower() == ".gif":
@@ -264,4 +214,4 @@ def show(data_dir: str | Path, sequence_id: int, out: str | Path, model: str | P
             "out": str(out)}
 
 
-__all__ = ["extract_landmarks", "transcribe", "show", "render_frames", "MissingExtra", "ExportedModel"]
+__all__ = ["extract_landmarks", "transcribe", "show", "render_frames", "MissingExtra"]

@@ -1,6 +1,13 @@
 """MediaPipe Holistic on a video or image -> one sequence in the Kaggle layout.
 
     python holistic.py INPUT OUT.parquet [--sequence-id N]
+    python holistic.py (INPUT | --camera N) --stream [--realtime]
+
+With --stream, MediaPipe runs in its video (tracking) mode and each frame goes to stdout as it
+is done, in binary: first the source's frames per second (float64), then per frame its stream
+time in seconds (float64), MediaPipe's milliseconds for it (float64) and the 1,629 values
+(float32). --realtime paces a file at its own frame rate and, like a camera, drops frames when
+MediaPipe falls behind.
 
 Runs in the environment that holds the `video` extra (mediapipe 0.10.21, which bundles the
 Holistic models in its wheel, and numpy<2). Writes `sequence_id` (index), `frame`, then the 1,629
@@ -101,15 +108,65 @@ def run(src: Path, out: Path, sequence_id: int, progress: bool = True) -> int:
     return len(values)
 
 
+def stream(src: Path | None, camera: int | None, realtime: bool) -> None:
+    import struct
+    import time
+
+    import cv2
+    import mediapipe as mp
+
+    cap = cv2.VideoCapture(camera if camera is not None else str(src))
+    if not cap.isOpened():
+        raise SystemExit(f"{'camera ' + str(camera) if camera is not None else src}: cannot be opened")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    fps = fps if 1 <= fps <= 240 else 30.0
+    out = sys.stdout.buffer
+    out.write(struct.pack("<d", fps))
+    out.flush()
+    start, index = time.perf_counter(), 0
+    pace = realtime and camera is None
+    with mp.solutions.holistic.Holistic(static_image_mode=False, model_complexity=1,
+                                        refine_face_landmarks=False) as holistic:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            t = index / fps if camera is None else time.perf_counter() - start
+            index += 1
+            if pace:
+                ahead = start + t - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+                elif -ahead > 1 / fps:  # behind by more than a frame: drop it, as a camera would
+                    continue
+            t0 = time.perf_counter()
+            row = landmarks_row(holistic.process(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+            ms = (time.perf_counter() - t0) * 1e3
+            out.write(struct.pack("<dd", t, ms) + row.astype("<f4").tobytes())
+            out.flush()
+    cap.release()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("input", type=Path)
-    ap.add_argument("out", type=Path)
+    ap.add_argument("input", type=Path, nargs="?")
+    ap.add_argument("out", type=Path, nargs="?")
     ap.add_argument("--sequence-id", type=int, default=0)
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--stream", action="store_true")
+    ap.add_argument("--camera", type=int)
+    ap.add_argument("--realtime", action="store_true")
     a = ap.parse_args()
-    if not a.input.is_file():
+    if a.camera is None and (a.input is None or not a.input.is_file()):
         raise SystemExit(f"{a.input}: not found")
+    if a.stream:
+        try:
+            stream(a.input, a.camera, a.realtime)
+        except BrokenPipeError:  # the reader stopped
+            pass
+        return
+    if a.out is None:
+        raise SystemExit("an output parquet is needed without --stream")
     n = run(a.input, a.out, a.sequence_id, progress=not a.no_progress)
     print(f"{n} frames -> {a.out}")
 
