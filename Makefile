@@ -43,6 +43,9 @@ $(VIDEO)/.installed:
 demo: install tools
 	$(VENV)/bin/aslfr synth $(DEMO_DIR)/data --sequences 2000 --participants 16 --files 4 --seed 0 --workers 2
 	$(VENV)/bin/aslfr pipeline --data $(DEMO_DIR)/data --out $(DEMO_DIR)/run --preset demo --jobs 2
+	@echo "Live: two demo phrases streamed at their own pace, the text growing as the hand moves:"
+	$(VENV)/bin/aslfr live $$(ls $(DEMO_DIR)/data/train_landmarks/*.parquet | head -1) --limit 2 --realtime \
+		--model $(DEMO_DIR)/run/export/submission.zip
 
 test: install tools video
 	$(PY) -m pytest -q

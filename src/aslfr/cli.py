@@ -122,7 +122,7 @@ def _live(a: argparse.Namespace) -> None:
     from aslfr.live import format_figures, live
 
     r = live(a.model, a.input, camera=a.camera, sequence_id=a.sequence_id, every_ms=a.every_ms, gap_ms=a.gap_ms,
-             realtime=a.realtime, fps=a.fps)
+             realtime=a.realtime, fps=a.fps, limit=a.limit)
     print(json.dumps(r, indent=2) if a.json else format_figures(r["figures"]))
 
 
@@ -240,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", type=int, metavar="N", help="read camera N (OpenCV) instead of a file")
     p.add_argument("--model", required=True, type=Path, help="submission.zip or model.onnx")
     p.add_argument("--sequence-id", type=int, help="only this sequence of a parquet")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N sequences of a parquet")
     p.add_argument("--every-ms", type=float, default=DEFAULT_EVERY_MS,
                    help=f"re-decode the open phrase this often, in stream time (default {DEFAULT_EVERY_MS})")
     p.add_argument("--gap-ms", type=float, default=DEFAULT_GAP_MS,

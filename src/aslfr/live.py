@@ -43,10 +43,12 @@ class LandmarkFile(FrameSource):
     anyone between them (a pause between phrases); `realtime` paces them at `fps`."""
 
     def __init__(self, path: Path, rec: Recognizer, sequence_id: int | None, fps: float, gap_s: float,
-                 realtime: bool) -> None:
+                 realtime: bool, limit: int | None = None) -> None:
+        from itertools import islice
+
         from aslfr.video import parquet_sequences
 
-        self.sequences = [frames for _, frames in parquet_sequences(path, rec.columns, sequence_id)]
+        self.sequences = [frames for _, frames in islice(parquet_sequences(path, rec.columns, sequence_id), limit)]
         self.width = len(rec.columns)
         self.fps, self.gap, self.realtime = fps, int(np.ceil(gap_s * fps)) + 1, realtime
 
@@ -137,7 +139,7 @@ class Display:
 
 def live(model: str | Path, source: str | Path | None = None, camera: int | None = None,
          sequence_id: int | None = None, every_ms: float = DEFAULT_EVERY_MS, gap_ms: float = DEFAULT_GAP_MS,
-         realtime: bool = False, fps: float = 30.0, out: TextIO = sys.stdout) -> dict:
+         realtime: bool = False, fps: float = 30.0, out: TextIO = sys.stdout, limit: int | None = None) -> dict:
     """Run the live recogniser over a source; returns the phrases and the figures."""
     rec = Recognizer(model)
     if (source is None) == (camera is None):
@@ -147,7 +149,7 @@ def live(model: str | Path, source: str | Path | None = None, camera: int | None
         if not source.is_file():
             raise FileNotFoundError(f"{source}: not found")
     if source is not None and source.suffix == ".parquet":
-        frames: FrameSource = LandmarkFile(source, rec, sequence_id, fps, gap_ms / 1e3, realtime)
+        frames: FrameSource = LandmarkFile(source, rec, sequence_id, fps, gap_ms / 1e3, realtime, limit)
     elif source is None or source.suffix.lower() in VIDEO_SUFFIXES:
         frames = Holistic(source, camera, realtime)
     else:
@@ -167,8 +169,10 @@ def live(model: str | Path, source: str | Path | None = None, camera: int | None
         "wall_seconds": wall,
         "real_time_factor": wall / figures["stream_seconds"] if figures["stream_seconds"] else None,
         "landmark_fps": 1e3 / statistics.mean(mp_ms) if mp_ms else None,
-        "final_latency_ms_median": statistics.median(p.final_wall_s * 1e3 for p in stream.phrases)
-        if stream.phrases else None,
+        # phrases ended by a pause; one ended by the end of the input has no pause to wait for
+        "final_latency_ms_median": statistics.median(p.final_wall_s * 1e3 for p in stream.phrases if p.by_pause)
+        if any(p.by_pause for p in stream.phrases) else None,
+        "final_decode_ms_median": statistics.median(p.decode_ms for p in stream.phrases) if stream.phrases else None,
         "every_ms": every_ms, "gap_ms": gap_ms, "fps": frames.fps, "realtime": realtime})
     return {"phrases": [p.__dict__ for p in stream.phrases], "figures": figures}
 
@@ -184,8 +188,9 @@ def format_figures(f: dict) -> str:
              f"model: {f['updates']} updates (every {f['every_ms']:.0f} ms of stream time), median "
              f"{ms(f['update_ms_median'])}, p95 {ms(f['update_ms_p95'])}"
              + (f"; {100 * f['model_share_of_one_core']:.1f}% of one core" if f["model_share_of_one_core"] else ""),
-             f"final text: {ms(f['final_latency_ms_median'])} after a phrase's last hand frame (median; a phrase "
-             f"ends {f['gap_ms']:.0f} ms of stream time after it)"]
+             f"final text: {ms(f['final_latency_ms_median'])} after a phrase's last hand frame (median of the "
+             f"phrases ended by a pause of {f['gap_ms']:.0f} ms of stream time); the final decode took "
+             f"{ms(f['final_decode_ms_median'])}"]
     return "\n".join(lines)
 
 

@@ -89,6 +89,8 @@ class Phrase:
     end_s: float            # stream time of its last frame with a hand
     frames: int
     final_wall_s: float     # wall-clock seconds from its last hand frame's push to its final text
+    by_pause: bool          # ended by `gap_ms` without a hand (else by `end()`)
+    decode_ms: float        # the model call that gave its final text
 
 
 @dataclass
@@ -146,7 +148,7 @@ class Stream:
         elif self._frames:
             self._frames.append(row)
             if self._t - self._last_hand_s >= self.gap_s:
-                self._finish()
+                self._finish(by_pause=True)
                 return ""
         if self._frames and self._t >= self._next_update_s:
             self._partial = self._decode()
@@ -156,7 +158,7 @@ class Stream:
 
     def end(self) -> str:
         """Finish the open phrase (if any) and return its text ("" if none was open)."""
-        return self._finish().text if self._frames else ""
+        return self._finish(by_pause=False).text if self._frames else ""
 
     def _decode(self) -> str:
         t0 = time.perf_counter()
@@ -164,10 +166,10 @@ class Stream:
         self.stats.update_ms.append((time.perf_counter() - t0) * 1e3)
         return text
 
-    def _finish(self) -> Phrase:
+    def _finish(self, by_pause: bool) -> Phrase:
         text = self._decode()
         phrase = Phrase(text, self._first_s, self._last_hand_s, self._hand_len,
-                        time.perf_counter() - self._last_hand_wall)
+                        time.perf_counter() - self._last_hand_wall, by_pause, self.stats.update_ms[-1])
         self.phrases.append(phrase)
         self._frames, self._hand_len, self._partial = [], 0, ""
         if self.on_phrase is not None:
