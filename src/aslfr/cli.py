@@ -10,9 +10,11 @@ from pathlib import Path
 def _synth(a: argparse.Namespace) -> None:
     from aslfr.data.synthetic import synthesize
 
+    from aslfr.vocab import CharacterMap
+
     counts = synthesize(a.out_dir, sequences=a.sequences, participants=a.participants, files=a.files,
                         seed=a.seed, corrupt_fraction=a.corrupt_fraction, supplemental=a.supplemental,
-                        workers=a.workers)
+                        workers=a.workers, characters=CharacterMap.load(a.characters) if a.characters else None)
     print(f"wrote {counts['sequences']} train sequences ({counts['corrupt']} planted corrupt) and "
           f"{counts['supplemental']} supplemental in {counts['files']} files to {a.out_dir}")
 
@@ -20,7 +22,13 @@ def _synth(a: argparse.Namespace) -> None:
 def _prepare(a: argparse.Namespace) -> None:
     from aslfr.data.prepare import describe, prepare
 
-    print(describe(prepare(a.data_dir, a.out_dir, supplemental=a.supplemental, workers=a.workers)))
+    from aslfr.vocab import CharacterMap
+
+    default = a.data_dir / "character_to_prediction_index.json"  # the dataset's own map, if it has one
+    charmap = CharacterMap.load(a.characters) if a.characters else (CharacterMap.load(default) if default.is_file()
+                                                                     else None)
+    print(describe(prepare(a.data_dir, a.out_dir, supplemental=a.supplemental, workers=a.workers,
+                           characters=charmap)))
 
 
 def _info(a: argparse.Namespace) -> None:
@@ -40,6 +48,11 @@ def _train(a: argparse.Namespace) -> None:
     from aslfr.train import train
 
     cfg = preset(a.preset).override(a.set)
+    from aslfr.data.shards import ShardDataset
+    from aslfr.vocab import CharacterMap
+
+    # the output alphabet: --characters, else the one the data was prepared with
+    cfg = cfg.with_charmap(CharacterMap.load(a.characters) if a.characters else ShardDataset(a.data).charmap)
     if a.min_score is not None:
         cfg = cfg.override([f"min_score={a.min_score}"])
     if a.scores is not None:
@@ -161,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of planted corrupt samples, no_hand and wrong_phrase (default 0.05)")
     p.add_argument("--supplemental", type=int, default=0, metavar="M", help="also write M supplemental sequences")
     p.add_argument("--workers", type=int, default=1, help="processes writing files in parallel (default 1)")
+    p.add_argument("--characters", type=Path, metavar="MAP.json",
+                   help="an alphabet in the Kaggle map's format: phrases and hand shapes of its characters")
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("prepare", help="Kaggle layout or seed TFRecords -> shards, metadata, stats")
@@ -169,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", type=Path, help="the prepared directory to write (a rerun continues it)")
     p.add_argument("--supplemental", action="store_true", help="also prepare the supplemental data")
     p.add_argument("--workers", type=int, default=1, help="files prepared in parallel (default 1)")
+    p.add_argument("--characters", type=Path, metavar="MAP.json",
+                   help="character map in the Kaggle file's format (default: DATA_DIR's "
+                        "character_to_prediction_index.json, else the competition's 59 characters)")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("info", help="a preset's parameter count and settings")
@@ -186,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="say so when there is nothing to continue (a rerun continues by itself)")
     p.add_argument("--scores", type=Path, help="per-sample scores (aslfr score) for the score filter")
     p.add_argument("--min-score", type=float, help="keep samples whose score is above this")
+    p.add_argument("--characters", type=Path, metavar="MAP.json",
+                   help="the model's character map (default: the one the data was prepared with)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("score", help="score every prepared sequence with a checkpoint (SEED-SPEC 7.2)")

@@ -9,6 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aslfr.vocab import CharacterMap
 
 
 @dataclass
@@ -28,6 +32,7 @@ class Config:
     bn_group: int = 16                # BatchNorm statistics per group of this many samples (the
                                       # seed's per-TPU-core batch); 0: the whole global batch
     # --- data ---
+    characters: tuple[str, ...] = ()  # the output alphabet in index order; () = the competition's 59
     max_len: int = 380
     augment: bool = True
     split: str = "file"               # "file" (the seed's) or "participant" (stricter)
@@ -100,14 +105,25 @@ class Config:
                              f"number of BatchNorm groups; choose a batch_size or bn_group that divides it")
         return self
 
+    @property
+    def charmap(self) -> "CharacterMap":
+        from aslfr.vocab import COMPETITION, CharacterMap
+
+        return CharacterMap(self.characters, "the model's character map") if self.characters else COMPETITION
+
+    def with_charmap(self, charmap: "CharacterMap") -> "Config":
+        """The same settings with `charmap` as the output alphabet (the competition's map is stored as ())."""
+        return dataclasses.replace(self, characters=() if charmap.is_competition else tuple(charmap.tokens))
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
         d = dict(d)
-        if "kernel_sizes" in d:
-            d["kernel_sizes"] = tuple(d["kernel_sizes"])
+        for key in ("kernel_sizes", "characters"):
+            if key in d:
+                d[key] = tuple(d[key])
         # checkpoints written before these settings existed computed the network without them
         d.setdefault("content_mask", False)
         d.setdefault("bn_group", 0)
@@ -129,10 +145,14 @@ def _parse(raw: str, current: object, key: str) -> object:
             return int(raw)
         if isinstance(current, float):
             return float(raw)
+        if key == "characters":
+            raise ValueError
         if isinstance(current, tuple):
             return tuple(int(x) for x in raw.split(","))
         return raw
     except ValueError:
+        if key == "characters":
+            raise ValueError("--set characters: give a character map file with --characters map.json") from None
         raise ValueError(f"--set {key}={raw}: expected a value like {json.dumps(current)}") from None
 
 

@@ -37,8 +37,9 @@ def levenshtein(a: str, b: str) -> int:
     return prev[-1]
 
 
-def read_submission(submission: Path) -> tuple[bytes, list[str]]:
-    """model.tflite's bytes and inference_args.json's selected_columns, checked."""
+def read_submission(submission: Path) -> tuple[bytes, list[str], dict[str, int] | None]:
+    """model.tflite's bytes, inference_args.json's selected_columns and the model's character map
+    (None where the submission carries none: the competition's), checked."""
     if not submission.is_file():
         raise FileNotFoundError(f"{submission}: not found")
     try:
@@ -57,7 +58,11 @@ def read_submission(submission: Path) -> tuple[bytes, list[str]]:
     columns = args.get("selected_columns") if isinstance(args, dict) else None
     if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
         raise ValueError(f"{submission}: inference_args.json has no 'selected_columns' list of column names")
-    return model_bytes, columns
+    mapping = args.get("character_to_prediction_index")
+    if mapping is not None and (not isinstance(mapping, dict) or sorted(mapping.values()) != list(range(len(mapping)))):
+        raise ValueError(f"{submission}: inference_args.json's character_to_prediction_index is not a map of "
+                         f"characters to the indices 0 to n-1")
+    return model_bytes, columns, mapping
 
 
 def load_runner(model_bytes: bytes, runtime: str, columns: list[str] | None = None, name: str = "model.tflite"):
@@ -89,7 +94,7 @@ def read_sequences(data_dir: Path, columns: list[str], limit: int | None):
     csv_path = data_dir / "train.csv"
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path}: not found (expected a Kaggle-layout directory)")
-    with open(csv_path, newline="") as f:
+    with open(csv_path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if limit:
         rows = rows[:limit]
@@ -123,21 +128,26 @@ def read_sequences(data_dir: Path, columns: list[str], limit: int | None):
 def evaluate_submission(submission: str | Path, data_dir: str | Path, limit: int | None = None,
                         runtime: str = "litert") -> dict:
     submission, data_dir = Path(submission), Path(data_dir)
-    model_bytes, columns = read_submission(submission)
+    model_bytes, columns, model_map = read_submission(submission)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: data directory not found")
     char_map = data_dir / "character_to_prediction_index.json"
     if not char_map.is_file():
         raise FileNotFoundError(f"{char_map}: not found (expected a Kaggle-layout directory)")
-    with open(char_map) as f:
-        index_to_char = {v: k for k, v in json.load(f).items()}
+    with open(char_map, encoding="utf-8") as f:
+        data_map = json.load(f)
+    if model_map is not None and model_map != data_map:
+        raise ValueError(f"{submission}: the model's character map ({len(model_map)} characters) is not "
+                         f"{char_map}'s ({len(data_map)})")
+    index_to_char = {v: k for k, v in data_map.items()}
+    n_chars = len(index_to_char)  # outputs at or past it are the blank (59 for the competition)
     runner = load_runner(model_bytes, runtime, columns, f"{submission}: model.tflite")
     predictions, targets, latencies, lengths = [], [], [], []
     for _, phrase, frames in read_sequences(data_dir, columns, limit):
         t0 = time.perf_counter()
         out = runner(inputs=frames)["outputs"]
         latencies.append(time.perf_counter() - t0)
-        predictions.append("".join(index_to_char[int(i)] for i in np.argmax(out, axis=1) if int(i) < 59))
+        predictions.append("".join(index_to_char[int(i)] for i in np.argmax(out, axis=1) if int(i) < n_chars))
         targets.append(phrase)
         lengths.append(len(frames))
     if not targets:

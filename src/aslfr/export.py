@@ -22,6 +22,7 @@ import torch
 from aslfr.data.shards import atomic_write, write_json
 from aslfr.inference import N_COLUMNS, build
 from aslfr.landmarks import SELECTED_COLUMNS
+from aslfr.vocab import COMPETITION, CharacterMap
 
 TFLITE_VARIANTS = ("float32", "float16", "int8")
 MAX_EXPORT_FRAMES = 100_000
@@ -45,8 +46,9 @@ def converter_python() -> Path:
     return tool_python("ASLFR_CONVERTER_PYTHON", "onnx2tf")
 
 
-def export_onnx(module: torch.nn.Module, path: Path, width: int = N_COLUMNS) -> None:
-    """`module` ([T, width] -> anything) to ONNX with T dynamic, input `inputs`, output `outputs`."""
+def export_onnx(module: torch.nn.Module, path: Path, width: int = N_COLUMNS, charmap: CharacterMap | None = None) -> None:
+    """`module` ([T, width] -> anything) to ONNX with T dynamic, input `inputs`, output `outputs`;
+    with `charmap`, the model carries it as metadata (`character_to_prediction_index`, JSON)."""
     from torch.export import Dim
 
     example = torch.randn(32, width)
@@ -56,7 +58,16 @@ def export_onnx(module: torch.nn.Module, path: Path, width: int = N_COLUMNS) -> 
         program = torch.onnx.export(module, (example,), dynamo=True, external_data=False, opset_version=18,
                                     input_names=["inputs"], output_names=["outputs"], verbose=False,
                                     dynamic_shapes={"inputs": {0: Dim("T", min=2, max=MAX_EXPORT_FRAMES)}})
-    atomic_write(path, lambda tmp: program.save(str(tmp)))
+    def write(tmp: Path) -> None:
+        program.save(str(tmp))
+        if charmap is not None:
+            import onnx
+
+            model = onnx.load(str(tmp))
+            entry = model.metadata_props.add()
+            entry.key, entry.value = CHARMAP_KEY, json.dumps(charmap.to_mapping(), ensure_ascii=False)
+            onnx.save(model, str(tmp))
+    atomic_write(path, write)
 
 
 def convert_tflite(onnx_path: Path, out_dir: Path) -> dict[str, Path]:
@@ -72,15 +83,22 @@ def convert_tflite(onnx_path: Path, out_dir: Path) -> dict[str, Path]:
     return {v: out_dir / f"model_{v}.tflite" for v in TFLITE_VARIANTS}
 
 
-def write_submission(tflite: Path, out: Path) -> Path:
-    args = {"selected_columns": SELECTED_COLUMNS}
+CHARMAP_KEY = "character_to_prediction_index"
+
+
+def write_submission(tflite: Path, out: Path, charmap: CharacterMap = COMPETITION) -> Path:
+    """submission.zip: model.tflite and inference_args.json (Kaggle's `selected_columns`; a model
+    with another character map also carries it there, under `character_to_prediction_index`)."""
+    args: dict = {"selected_columns": SELECTED_COLUMNS}
+    if not charmap.is_competition:
+        args[CHARMAP_KEY] = charmap.to_mapping()
     write_json(out / "inference_args.json", args)
     zpath = out / "submission.zip"
 
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
             z.write(tflite, "model.tflite")
-            z.writestr("inference_args.json", json.dumps(args))
+            z.writestr("inference_args.json", json.dumps(args, ensure_ascii=False))
     atomic_write(zpath, write)
     return zpath
 
@@ -94,7 +112,7 @@ def export(checkpoint: str | Path, out: str | Path, max_frames: int | None = 320
     module, cfg = build(Path(checkpoint), stats, max_frames=max_frames)
     result: dict = {"checkpoint": str(checkpoint), "max_frames": module.max_frames, "files": {}}
     t0 = time.time()
-    export_onnx(module, out / "model.onnx")
+    export_onnx(module, out / "model.onnx", charmap=cfg.charmap)
     log(f"wrote {out / 'model.onnx'} in {time.time() - t0:.1f} s")
     if tflite:
         t0 = time.time()
@@ -103,7 +121,7 @@ def export(checkpoint: str | Path, out: str | Path, max_frames: int | None = 320
         chosen = variants["float16" if fp16 else "float32"]
         atomic_write(out / "model.tflite", lambda tmp: Path(tmp).write_bytes(chosen.read_bytes()))
         result["submitted_variant"] = "float16" if fp16 else "float32"
-        write_submission(out / "model.tflite", out)
+        write_submission(out / "model.tflite", out, cfg.charmap)
         size = (out / "model.tflite").stat().st_size
         if size > KAGGLE_SIZE_LIMIT:
             log(f"warning: model.tflite is {size / 2**20:.1f} MiB, over Kaggle's 40 MB limit; export with --fp16")

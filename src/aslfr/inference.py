@@ -3,8 +3,9 @@
     inputs [T, 200] float32 (NaN = not detected; T may be 0)
       -> SEED-SPEC 4 preprocessing (`features.sample_features`, the training code itself)
       -> the network -> greedy CTC decoding
-      -> outputs [L, 60]: row i's argmax is the i-th decoded character; the rows after the
-         last character (and the only row, for an empty string) are blank (index 59).
+      -> outputs [L, classes]: row i's argmax is the i-th decoded character; the rows after the
+         last character (and the only row, for an empty string) are blank (the last class:
+         index 59 of 60 for the competition's map).
 
 Everything is tensor code with no Python branch on the data, so `torch.onnx.export` keeps T
 dynamic and the graph converts to builtin TFLite ops (EXPORT-NOTES).
@@ -18,20 +19,19 @@ from torch import nn
 from aslfr.config import Config
 from aslfr.features import rows_to_coords, sample_features
 from aslfr.landmarks import SELECTED_COLUMNS
-from aslfr.vocab import BLANK
 
 N_COLUMNS = len(SELECTED_COLUMNS)
 
 
-def greedy_rows(logits: torch.Tensor) -> torch.Tensor:
+def greedy_rows(logits: torch.Tensor, blank: int = 59) -> torch.Tensor:
     """[T, C] logits -> [T, C] one-hot rows: the greedy CTC string first (repeats merged, blanks
     dropped), then blank rows. Compaction is a [T, T] selection matmul, not a data-dependent
-    shape, so it exports as plain ops."""
+    shape, so it exports as plain ops. `blank`: the last class (59 for the competition's map)."""
     best = logits.argmax(-1)                                               # [T]
     t = torch.arange(best.shape[0], device=logits.device)
     prev = best.index_select(0, torch.clamp(t - 1, min=0))
     new = (t == 0) | (best != prev)
-    keep = (best != BLANK) & new
+    keep = (best != blank) & new
     keep_f = keep.to(logits.dtype)
     slot = torch.cumsum(keep_f, 0) - 1                                     # output row of each kept frame
     rows = torch.arange(best.shape[0], device=logits.device).to(logits.dtype)
@@ -40,7 +40,7 @@ def greedy_rows(logits: torch.Tensor) -> torch.Tensor:
     onehot = (best[:, None] == classes[None, :]).to(logits.dtype)         # [frames, C]
     chars = select @ onehot                                                # [rows, C]
     filled = select.sum(1, keepdim=True)                                   # 1 where a character landed
-    blank = (classes == BLANK).to(logits.dtype)[None, :]
+    blank = (classes == blank).to(logits.dtype)[None, :]
     return chars + (1 - filled) * blank
 
 
@@ -48,6 +48,7 @@ class InferenceModule(nn.Module):
     def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor, max_frames: int,
                  decode: bool = True) -> None:
         super().__init__()
+        self.blank = model.head_out.out_features - 1
         self.model = model.eval()
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
@@ -66,7 +67,7 @@ class InferenceModule(nn.Module):
         x = x.narrow(0, 0, n)
         feats = sample_features(rows_to_coords(x), self.mean, self.std, self.max_frames)
         logits = self.model(feats[None])[0]
-        return greedy_rows(logits) if self.decode else logits
+        return greedy_rows(logits, self.blank) if self.decode else logits
 
 
 def build(checkpoint, stats_path=None, max_frames: int | None = None, decode: bool = True,

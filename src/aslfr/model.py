@@ -16,7 +16,6 @@ from torch import nn
 
 from aslfr.config import Config
 from aslfr.features import N_FEATURES
-from aslfr.vocab import N_CLASSES
 
 MAX_POSITIONS = 8192
 
@@ -238,7 +237,7 @@ def position_table(dim: int, n: int = MAX_POSITIONS) -> torch.Tensor:
 
 
 class FingerspellingModel(nn.Module):
-    """[B, T, 600] features -> [B, T, 60] CTC logits (blank 59).
+    """[B, T, 600] features -> [B, T, classes] CTC logits (60, blank 59, for the competition's map).
 
     Which frames count where (SEED-SPEC 6, pinned to Keras by tests/test_seed_network.py):
     - `content_mask` (the seed): a frame whose 600 features are all 0 (padding, or a frame with
@@ -265,7 +264,7 @@ class FingerspellingModel(nn.Module):
         self.register_buffer("positions", position_table(d), persistent=False)
         self.head_hidden = nn.Linear(d, d * cfg.expand)
         self.late_dropout = LateDropout(cfg.late_dropout, cfg.late_dropout_start_epoch * steps_per_epoch)
-        self.head_out = nn.Linear(d * cfg.expand, N_CLASSES)
+        self.head_out = nn.Linear(d * cfg.expand, cfg.charmap.n_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         padding = None  # [B, T], True for a real frame
@@ -298,7 +297,7 @@ def flops_per_sequence(cfg: Config, frames: int) -> float:
     conv = 2 * (d * h + h * d) + 2 * h * sum(cfg.kernel_sizes) / len(cfg.kernel_sizes)
     per_stage_linear = len(cfg.kernel_sizes) * conv + 2 * (3 * d * d + d * d + 2 * d * h)
     attention = 2 * 2 * frames * d  # q k^T and attn v, per frame
-    total = 2 * N_FEATURES * d + cfg.stages * (per_stage_linear + attention) + 2 * (d * h + h * N_CLASSES)
+    total = 2 * N_FEATURES * d + cfg.stages * (per_stage_linear + attention) + 2 * (d * h + h * cfg.charmap.n_classes)
     return float(total) * frames
 
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from aslfr.config import Config, preset
 from aslfr.data.shards import write_json
+from aslfr.vocab import COMPETITION, CharacterMap
 
 STAGES = ["prepare", "base", "score", "final", "control", "export", "evaluate", "report"]
 PIPELINE_PRESETS = {"demo": ("demo-base", "demo-final"), "seed": ("seed-base", "seed-final")}
@@ -57,12 +58,19 @@ class PipelineSettings:
     progress: bool = True
     jobs: int = 1                       # 2: train `control` alongside base, score and final
 
+    def charmap(self) -> CharacterMap:
+        """The dataset's own character map (its character_to_prediction_index.json), else the
+        competition's."""
+        path = Path(self.data) / "character_to_prediction_index.json"
+        return CharacterMap.load(path) if path.is_file() else COMPETITION
+
     def configs(self) -> tuple[Config, Config]:
         if self.preset not in PIPELINE_PRESETS:
             raise ValueError(f"pipeline preset {self.preset!r}: expected one of {', '.join(PIPELINE_PRESETS)}")
         base_name, final_name = PIPELINE_PRESETS[self.preset]
-        base = preset(base_name).override(self.overrides)
-        final = preset(final_name).override(self.overrides + ["train_filter=score"])
+        charmap = self.charmap()
+        base = preset(base_name).override(self.overrides).with_charmap(charmap)
+        final = preset(final_name).override(self.overrides + ["train_filter=score"]).with_charmap(charmap)
         if self.min_score is not None:
             final = final.override([f"min_score={self.min_score}"])
         return base, final
@@ -74,7 +82,8 @@ class Pipeline:
         self.out = Path(s.out)
         self.base_cfg, self.final_cfg = s.configs()
         # the final model without the score filter: its settings do not depend on min_score
-        self.control_cfg = preset(PIPELINE_PRESETS[s.preset][1]).override(s.overrides + ["train_filter=length"])
+        self.control_cfg = (preset(PIPELINE_PRESETS[s.preset][1]).override(s.overrides + ["train_filter=length"])
+                            .with_charmap(s.charmap()))
         self.records = self.out / "stages"
         self.fingerprints: dict[str, str] = {}
 
@@ -202,7 +211,7 @@ class Pipeline:
 
         if not resume and self.prepared.exists():
             shutil.rmtree(self.prepared)
-        return prepare(self.s.data, self.prepared, workers=self.s.workers)
+        return prepare(self.s.data, self.prepared, workers=self.s.workers, characters=self.s.charmap())
 
     def _train(self, cfg: Config, run: Path, resume: bool, scores: Path | None = None) -> dict:
         from aslfr.train import train

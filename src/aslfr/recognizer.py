@@ -24,6 +24,7 @@ update takes, so that decoding never takes more than half the time between updat
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
@@ -34,7 +35,7 @@ from typing import Callable
 import numpy as np
 
 from aslfr.landmarks import LANDMARK_COLUMNS, SELECTED_COLUMNS
-from aslfr.vocab import CHARACTERS
+from aslfr.vocab import COMPETITION, CharacterMap
 
 #: Re-decoding twice a second: the seed-final export takes about 130 ms an update at its
 #: maximum frames on one core of the development machine (benchmarks/live.py), a quarter of a core.
@@ -55,7 +56,8 @@ class ExportedModel:
         if path.suffix == ".zip":
             from aslfr.evaluate import load_runner, read_submission
 
-            model_bytes, self.columns = read_submission(path)
+            model_bytes, self.columns, mapping = read_submission(path)
+            self.charmap = CharacterMap.from_mapping(mapping, f"{path}") if mapping else COMPETITION
             runner = load_runner(model_bytes, "litert", self.columns, f"{path}: model.tflite")
             self._run = lambda x: runner(inputs=x)["outputs"]
         elif path.suffix == ".onnx":
@@ -72,6 +74,8 @@ class ExportedModel:
             if session.get_inputs()[0].name != "inputs" or shape[-1] != len(self.columns):
                 raise ValueError(f"{path}: expected an input 'inputs' of [T, {len(self.columns)}]; the model has "
                                  f"{session.get_inputs()[0].name!r} {shape}")
+            meta = session.get_modelmeta().custom_metadata_map.get("character_to_prediction_index")
+            self.charmap = CharacterMap.from_mapping(json.loads(meta), f"{path}") if meta else COMPETITION
             self._run = lambda x: session.run(None, {"inputs": x})[0]
         else:
             raise ValueError(f"{path}: expected a submission .zip or a .onnx model")
@@ -79,7 +83,10 @@ class ExportedModel:
 
     def __call__(self, frames: np.ndarray) -> str:
         out = self._run(np.ascontiguousarray(frames, dtype=np.float32))
-        return "".join(CHARACTERS[i] for i in np.argmax(out, axis=1) if i < len(CHARACTERS))
+        if out.shape[-1] != self.charmap.n_classes:
+            raise ValueError(f"{self.path}: the model gives {out.shape[-1]} classes, its character map "
+                             f"{len(self.charmap)} characters and the blank")
+        return self.charmap.decode(int(i) for i in np.argmax(out, axis=1))
 
 
 @dataclass

@@ -29,6 +29,9 @@ def score(checkpoint: str | Path, data: str | Path, out: str | Path, batch_size:
     model, cfg, stats = load_model(Path(checkpoint), device)
     samples = Samples(Path(data), cfg, train=False, stats=stats)  # normalised as in training
     ds = samples.ds
+    if ds.charmap != cfg.charmap:
+        raise ValueError(f"{checkpoint}: its character map ({len(cfg.charmap)} characters) is not the one "
+                         f"{data} was prepared with ({len(ds.charmap)}); score data prepared with the model's map")
     idx = np.arange(len(ds)) if indices is None else np.asarray(indices)
     preds = predict(model, samples, idx, batch_size=batch_size, device=device, progress=progress)
     table = score_table(ds, idx, preds)

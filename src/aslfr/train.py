@@ -36,7 +36,7 @@ from aslfr.features import sample_features
 from aslfr.metric import competition_score
 from aslfr.model import FingerspellingModel
 from aslfr.optim import Lookahead, RAdam, learning_rate
-from aslfr.vocab import BLANK, MAX_PHRASE, ctc_greedy, encode
+from aslfr.vocab import MAX_PHRASE
 
 
 class TrainingError(RuntimeError):
@@ -131,6 +131,7 @@ class Samples(Dataset):
         """`stats`: the normalisation a trained model was trained with (its checkpoint's);
         by default the prepared data's own."""
         self.root, self.cfg, self.train = root, cfg, train
+        self.charmap = cfg.charmap
         self._ds: ShardDataset | None = None
         mean, std = stats if stats is not None else self.ds.stats()
         self.mean = torch.as_tensor(np.asarray(mean), dtype=torch.float32)
@@ -151,16 +152,17 @@ class Samples(Dataset):
         if self.train and self.cfg.augment:
             coords = augment(coords, np.random.default_rng([self.cfg.seed, epoch, i]))
         feats = sample_features(torch.from_numpy(np.ascontiguousarray(coords)), self.mean, self.std, self.cfg.max_len)
-        return {"features": feats, "labels": torch.from_numpy(encode(self.ds.phrases[i])),
-                "sequence_id": int(self.ds.meta["sequence_id"][i])}
+        return {"features": feats, "labels": torch.from_numpy(self.charmap.encode(self.ds.phrases[i])),
+                "sequence_id": int(self.ds.meta["sequence_id"][i]), "blank": self.charmap.blank}
 
 
 def collate(items: list[dict], pad_to: int | None) -> dict:
-    """Pad features with 0 (to `pad_to`, or the longest item) and labels with 59 to 64."""
+    """Pad features with 0 (to `pad_to`, or the longest item) and labels with the blank (59 for
+    the competition's map) to 64."""
     lengths = torch.tensor([len(it["features"]) for it in items])
     t = pad_to or int(lengths.max())
     feats = torch.zeros(len(items), t, items[0]["features"].shape[1])
-    labels = torch.full((len(items), MAX_PHRASE), BLANK, dtype=torch.long)
+    labels = torch.full((len(items), MAX_PHRASE), items[0]["blank"], dtype=torch.long)
     for k, it in enumerate(items):
         feats[k, : len(it["features"])] = it["features"]
         labels[k, : len(it["labels"])] = it["labels"]
@@ -212,7 +214,7 @@ def predict(model: torch.nn.Module, samples: Samples, indices: np.ndarray, batch
         logits = model(batch["features"].to(device), batch["lengths"].to(device))
         best = logits.argmax(-1).cpu().numpy()
         for k, row, n in zip(chunk, best, batch["lengths"].tolist()):
-            out[k] = ctc_greedy(row[:n])
+            out[k] = samples.charmap.ctc_greedy(row[:n])
     return out
 
 
@@ -395,6 +397,10 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
     data, out = Path(data), Path(out)
     torch.manual_seed(cfg.seed)  # the same initial weights on every process
     ds = ShardDataset(data)
+    if ds.charmap != cfg.charmap:
+        raise TrainingError(f"{data}: prepared with a character map of {len(ds.charmap)} characters "
+                            f"({''.join(ds.charmap.tokens[:12])}...), but the model's has {len(cfg.charmap)} "
+                            f"({''.join(cfg.charmap.tokens[:12])}...): pass the same --characters to prepare and train")
     stats = ds.stats()  # every checkpoint carries them
     split = select_samples(ds, cfg, Path(scores) if scores else None)
 
@@ -480,7 +486,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
             input_lengths = (batch["lengths"] if cfg.ctc_true_lengths
                              else torch.full_like(batch["lengths"], logits.shape[1]))
             loss = F.ctc_loss(log_probs, batch["labels"].to(env.device), input_lengths,
-                              batch["label_lengths"], blank=BLANK, reduction="none",
+                              batch["label_lengths"], blank=cfg.charmap.blank, reduction="none",
                               zero_infinity=False).mean()
             _check_finite(loss, step, epoch, batch["sequence_ids"], out, env)
             opt.zero_grad()

@@ -109,7 +109,7 @@ def find_sequence(data_dir: Path, sequence_id: int) -> tuple[Path, str]:
         csv_path = data_dir / name
         if not csv_path.is_file():
             continue
-        with open(csv_path, newline="") as f:
+        with open(csv_path, newline="", encoding="utf-8") as f:
             for r in csv.DictReader(f):
                 if int(r["sequence_id"]) == sequence_id:
                     return data_dir / r["path"], r["phrase"]

@@ -40,7 +40,7 @@ def read_metadata(data_dir: str | Path, source: str = "train") -> list[SequenceI
     path = Path(data_dir) / METADATA_FILES[source]
     if not path.is_file():
         raise DataError(f"{path}: metadata file not found (is {Path(data_dir)} a Kaggle-layout directory?)")
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = [c for c in METADATA_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:

@@ -15,7 +15,7 @@ import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +29,14 @@ from aslfr.data.moments import FeatureMoments, sequence_sums
 from aslfr.data.shards import METADATA_FIELDS, N_COLUMNS, save_npy, save_npz, to_blocks, write_json, write_table
 from aslfr.data.tfrecords import TFRecordError, file_id_of, read_seed_file
 from aslfr.landmarks import SELECTED_COLUMNS
-from aslfr.vocab import CHAR_TO_INDEX
+from aslfr.vocab import COMPETITION, CharacterMap
 
 _RIGHT_WRIST_X = SELECTED_COLUMNS.index("x_right_hand_0")
 _LEFT_WRIST_X = SELECTED_COLUMNS.index("x_left_hand_0")
 
 #: Reasons a sequence is left out; each is counted in prepare.json.
 SKIP_REASONS = {
-    "unknown_characters": "phrase has characters outside the 59-character map",
+    "unknown_characters": "phrase has characters outside the character map",
     "missing_in_parquet": "listed in the csv but has no rows in its parquet file",
     "not_in_csv": "has rows in a parquet file but is not listed in the csv",
     "all_nan": "every landmark of every frame is NaN",
@@ -50,6 +50,7 @@ class FileJob:
     file_id: int
     source: str             # "train" or "supplemental"
     sequences: tuple[SequenceInfo, ...] = ()
+    characters: tuple[str, ...] = tuple(COMPETITION.tokens)
 
 
 def _check_output_dir(out: Path) -> None:
@@ -100,8 +101,11 @@ def job_input(job: FileJob) -> dict:
     st = job.path.stat()
     listed = hashlib.sha256(json.dumps([[i.sequence_id, i.participant_id, i.phrase] for i in job.sequences])
                             .encode()).hexdigest()
-    return {"kind": job.kind, "file": job.path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "source": job.source, "csv_rows": listed}
+    record = {"kind": job.kind, "file": job.path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+              "source": job.source, "csv_rows": listed}
+    if job.characters != COMPETITION.tokens:  # another alphabet keeps other sequences
+        record["characters"] = CharacterMap(job.characters).digest()
+    return record
 
 
 def _is_done(out: Path, job: FileJob) -> bool:
@@ -169,7 +173,8 @@ def prepare_file(job: FileJob, out: Path, threads: int | None = None) -> dict[st
     writer = ThreadPoolExecutor(1)
     written = writer.submit(save_npy, shard / f"{job.file_id}.npy", values)
     try:
-        kept, sums, starts, lengths = _checked_sequences(entries, values, skipped, threads)
+        kept, sums, starts, lengths = _checked_sequences(entries, values, skipped, threads,
+                                                         CharacterMap(job.characters))
     finally:
         writer.shutdown()
     written.result()
@@ -197,12 +202,12 @@ def prepare_file(job: FileJob, out: Path, threads: int | None = None) -> dict[st
 
 
 def _checked_sequences(entries: list[tuple[int, int, str, int, int]], values: np.ndarray,
-                       skipped: Counter[str], threads: int):  # noqa: ANN202
+                       skipped: Counter[str], threads: int, charmap: CharacterMap):  # noqa: ANN202
     """Drop (and count) sequences with unknown characters or no landmark at all; returns the
     kept entries and their `sequence_sums` rows, start rows and frame counts."""
     known = []
     for e in entries:
-        if any(c not in CHAR_TO_INDEX for c in e[2]):
+        if charmap.unknown(e[2]) is not None:
             skipped["unknown_characters"] += 1
         else:
             known.append(e)
@@ -221,15 +226,21 @@ def _run(args: tuple[FileJob, Path, int]) -> tuple[int, dict[str, int]]:
 
 
 def prepare(data_dir: str | Path, out_dir: str | Path, supplemental: bool = False,
-            workers: int = 1, progress: bool = True) -> dict:
-    """Prepare a dataset; returns the summary also written to OUT_DIR/prepare.json."""
+            workers: int = 1, progress: bool = True, characters: CharacterMap | None = None) -> dict:
+    """Prepare a dataset with `characters` (default: the competition's map); returns the summary
+    also written to OUT_DIR/prepare.json."""
     t0 = time.time()
     data_dir, out = Path(data_dir), Path(out_dir)
-    jobs = plan_jobs(data_dir, supplemental)
+    charmap = characters or COMPETITION
+    jobs = [replace(j, characters=charmap.tokens) for j in plan_jobs(data_dir, supplemental)]
     if not jobs:
         raise DataError(f"{data_dir}: no landmark files to prepare")
     _check_output_dir(out)
     _check_same_files(out, jobs)
+    earlier = out / "characters.json"
+    if earlier.is_file() and CharacterMap.load(earlier) != charmap:
+        raise DataError(f"{earlier}: {out} was prepared with another character map; prepare into a new "
+                        f"directory, or delete it to start over")
     todo = [j for j in jobs if not _is_done(out, j)]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="prepare files", disable=not progress)
     threads = max(1, available_cpus() // max(1, min(workers, len(todo))))  # per worker: the kernels' threads
@@ -243,6 +254,7 @@ def prepare(data_dir: str | Path, out_dir: str | Path, supplemental: bool = Fals
             _run(a)
             bar.update()
     bar.close()
+    charmap.save(out / "characters.json")
     return _combine(jobs, out, time.time() - t0)
 
 
@@ -279,6 +291,7 @@ def _combine(jobs: list[FileJob], out: Path, seconds: float) -> dict:
         "frames": int(np.sum(meta.column("n_frames").to_numpy())),
         "skipped": {k: skipped.get(k, 0) for k in SKIP_REASONS},
         "skip_reasons": SKIP_REASONS,
+        "characters": len(CharacterMap(jobs[0].characters)),
         "seconds": round(seconds, 2),
     }
     write_json(out / "prepare.json", summary)

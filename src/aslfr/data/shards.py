@@ -100,6 +100,15 @@ class ShardDataset:
         """(the memory-mapped shard, row offset, frames) of sample i."""
         return self._shard(int(self.meta["file_id"][i])), int(self.meta["offset"][i]), int(self.meta["n_frames"][i])
 
+    @property
+    def charmap(self):  # noqa: ANN201 - a CharacterMap
+        """The character map the data was prepared with (`characters.json`; the competition's
+        map for directories prepared before maps could be chosen)."""
+        from aslfr.vocab import COMPETITION, CharacterMap
+
+        path = self.root / "characters.json"
+        return CharacterMap.load(path) if path.is_file() else COMPETITION
+
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         with np.load(self.root / "stats.npz") as d:
             return d["mean"], d["std"]

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aslfr.landmarks import LANDMARK_COLUMNS, PARTS
-from aslfr.vocab import CHAR_TO_INDEX, CHARACTERS
+from aslfr.vocab import CHAR_TO_INDEX, CHARACTERS, COMPETITION, CharacterMap
 
 # --------------------------------------------------------------------------------------------
 # The hand: pose parameters -> 21 landmarks
@@ -109,6 +109,38 @@ def _character_templates() -> np.ndarray:
 
 
 TEMPLATES = _character_templates()
+
+
+def character_templates(charmap: CharacterMap) -> np.ndarray:
+    """(len(charmap), N_PARAMS) hand shapes for any alphabet: the competition's own for its map;
+    otherwise a token that is one of the ASL letters or digits above keeps that shape, and every
+    other token gets a shape drawn from a generator seeded by the token itself (so a character
+    looks the same in every dataset that has it), at a distance from those already placed."""
+    if charmap.is_competition:
+        return TEMPLATES
+    known = {**_LETTERS, **_DIGITS}
+    table = np.full((len(charmap), N_PARAMS), np.nan)
+    for k, token in enumerate(charmap.tokens):
+        if token in known:
+            table[k] = known[token]
+    lo = np.array([0, 0, 0, 0, -0.2, 0, 0, 0, -0.6, -0.4, -0.8])
+    hi = np.array([1, 1, 1, 1, 0.5, 1, 1, 1, 0.6, 0.9, 0.8])
+    for k, token in enumerate(charmap.tokens):
+        if not np.isnan(table[k, 0]):
+            continue
+        rng = np.random.default_rng(list(token.encode("utf-8")))
+        best, best_d = None, -1.0
+        for _ in range(2000):
+            cand = rng.uniform(lo, hi)
+            placed = table[~np.isnan(table[:, 0])]
+            d = float(np.min(np.abs(placed - cand).sum(1))) if len(placed) else np.inf
+            if d > 1.2:
+                best = cand
+                break
+            if d > best_d:
+                best, best_d = cand, d
+        table[k] = best
+    return table
 
 # Hand geometry in hand units (wrist to middle fingertip is about 1), local axes:
 # u toward the thumb, v along the fingers, w out of the palm (toward the camera).
@@ -260,9 +292,11 @@ def _bursts(rng: np.random.Generator, t: int, rate: float, mean_len: float = 4.0
     return out
 
 
-def render(phrase: str, signer: Signer, rng: np.random.Generator) -> np.ndarray:
+def render(phrase: str, signer: Signer, rng: np.random.Generator, charmap: CharacterMap = COMPETITION,
+           templates: np.ndarray | None = None) -> np.ndarray:
     """Landmarks of `signer` fingerspelling `phrase`: (T, 543, 3) float32, NaN where undetected."""
-    chars = [CHAR_TO_INDEX[c] for c in phrase]
+    templates = TEMPLATES if templates is None else templates
+    chars = charmap.encode(phrase).tolist()
     n = len(chars)
     dur = np.maximum(3, np.round(9.0 * signer.speed * rng.uniform(0.75, 1.25, n))).astype(int)
     lead_in, lead_out = int(rng.integers(2, 14)), int(rng.integers(2, 12))
@@ -270,7 +304,7 @@ def render(phrase: str, signer: Signer, rng: np.random.Generator) -> np.ndarray:
     starts = lead_in + np.concatenate([[0], np.cumsum(dur)[:-1]])
 
     # Per-instance shape: template + signer style + a little per-letter noise.
-    shapes = TEMPLATES[chars] + signer.style + rng.normal(0, INSTANCE_NOISE, (n, N_PARAMS))
+    shapes = templates[chars] + signer.style + rng.normal(0, INSTANCE_NOISE, (n, N_PARAMS))
     rest = np.array([0.5, 0.5, 0.5, 0.5, 0.1, 0.4, 0.3, 0.3, 0.0, 0.6, 0.0])
     keys = np.concatenate([rest[None], shapes, rest[None]])          # (n + 2, P)
     offsets = np.concatenate([[[0.0, 0.25]], rng.normal(0, 0.012, (n, 2)), [[0.02, 0.28]]])
@@ -291,8 +325,8 @@ def render(phrase: str, signer: Signer, rng: np.random.Generator) -> np.ndarray:
     pos[:, 0] += np.where(repeat, 0.05 * np.sin(np.pi * w), 0.0)
     # Motion letters: j twists and hooks down, z traces a Z in the air.
     u = np.clip(phase / hold, 0, 1)
-    is_j = key_chars[k] == CHAR_TO_INDEX["j"]
-    is_z = key_chars[k] == CHAR_TO_INDEX["z"]
+    is_j = key_chars[k] == charmap.index.get("j", -99)
+    is_z = key_chars[k] == charmap.index.get("z", -99)
     params[:, 8] += np.where(is_j, 0.9 * u, 0.0)
     pos += np.where(is_j[:, None], np.stack([0.03 * u, 0.06 * np.sin(np.pi * u)], -1), 0.0)
     zx = np.interp(u, [0, 1 / 3, 2 / 3, 1], [0, 0.08, 0, 0.08])
@@ -429,8 +463,15 @@ def _digits(rng: np.random.Generator, n: int) -> str:
     return "".join(str(int(d)) for d in rng.integers(0, 10, n))
 
 
-def make_phrase(rng: np.random.Generator, supplemental: bool = False) -> str:
-    """A phrase of 1-31 characters from the competition's alphabet (mean length near 18)."""
+def make_phrase(rng: np.random.Generator, supplemental: bool = False, charmap: CharacterMap = COMPETITION) -> str:
+    """A phrase of 1-31 characters from the competition's alphabet (mean length near 18); for
+    another alphabet, words of 2-8 of its tokens, joined by spaces where the map has a space."""
+    if not charmap.is_competition:
+        letters = [t for t in charmap.tokens if t != " "]
+        n_words = int(rng.integers(1, 5)) if " " in charmap.index else 1
+        words = ["".join(letters[int(i)] for i in rng.integers(0, len(letters), int(rng.integers(2, 9))))
+                 for _ in range(n_words)]
+        return " ".join(words)
     if supplemental:
         words = [_word(rng, _WORDS) for _ in range(int(rng.integers(1, 6)))]
         return " ".join(words)[:31].strip() or "a"
@@ -477,8 +518,10 @@ class _Item:
     seed: int
 
 
-def _write_parquet(path: Path, items: list[_Item], signers: dict[int, Signer]) -> None:
+def _write_parquet(path: Path, items: list[_Item], signers: dict[int, Signer],
+                   charmap: CharacterMap = COMPETITION) -> None:
     """One landmark file: index sequence_id, column frame, then the 1,629 landmark columns."""
+    templates = character_templates(charmap)
     chunks, seq_ids, frames = [], [], []
     for it in items:
         rng = np.random.default_rng(it.seed)
@@ -486,8 +529,8 @@ def _write_parquet(path: Path, items: list[_Item], signers: dict[int, Signer]) -
         shown = it.phrase
         if it.corruption == "wrong_phrase":
             while shown == it.phrase:
-                shown = make_phrase(rng)
-        xyz = render(shown, signer, rng)
+                shown = make_phrase(rng, charmap=charmap)
+        xyz = render(shown, signer, rng, charmap, templates)
         if it.corruption == "no_hand":
             keep = rng.choice(len(xyz), size=min(len(xyz), int(rng.integers(0, 4))), replace=False)
             lost = np.ones(len(xyz), bool)
@@ -515,14 +558,16 @@ def _write_parquet(path: Path, items: list[_Item], signers: dict[int, Signer]) -
     os.replace(tmp, path)
 
 
-def _write_part(args: tuple[Path, list[_Item], dict[int, Signer]]) -> None:
+def _write_part(args: tuple[Path, list[_Item], dict[int, Signer], CharacterMap]) -> None:
     _write_parquet(*args)
 
 
 def synthesize(out_dir: str | Path, sequences: int = 1000, participants: int = 10, files: int = 1,
                seed: int = 0, corrupt_fraction: float = 0.05, supplemental: int = 0,
-               workers: int = 1, progress: bool = True) -> dict[str, int]:
-    """Write a Kaggle-layout dataset to `out_dir` and return counts."""
+               workers: int = 1, progress: bool = True, characters: CharacterMap | None = None) -> dict[str, int]:
+    """Write a Kaggle-layout dataset to `out_dir` (phrases and hand shapes of `characters`,
+    default the competition's map) and return counts."""
+    charmap = characters or COMPETITION
     from tqdm import tqdm
 
     if sequences < 1 or participants < 1 or files < 1 or supplemental < 0:
@@ -546,7 +591,7 @@ def synthesize(out_dir: str | Path, sequences: int = 1000, participants: int = 1
         kinds = rng.choice(CORRUPTION_KINDS, n)
         groups: list[list[_Item]] = [[] for _ in range(n_files)]
         for i in range(n):
-            item = _Item(int(seq_ids[i]), int(parts[i]), make_phrase(rng, supp),
+            item = _Item(int(seq_ids[i]), int(parts[i]), make_phrase(rng, supp, charmap),
                          str(kinds[i]) if corrupt[i] else None, int(rng.integers(2**63)))
             groups[i % n_files].append(item)
         return file_ids, groups
@@ -561,7 +606,7 @@ def synthesize(out_dir: str | Path, sequences: int = 1000, participants: int = 1
         (out / folder).mkdir(exist_ok=True)
         file_ids, groups = plan(n, n_files, supp)
         for fid, items in zip(file_ids, groups):
-            jobs.append((out / folder / f"{fid}.parquet", items, signers))
+            jobs.append((out / folder / f"{fid}.parquet", items, signers, charmap))
             rows[name] += [(f"{folder}/{fid}.parquet", fid, it.sequence_id, it.participant,
                             it.phrase, it.corruption) for it in items]
 
@@ -575,7 +620,10 @@ def synthesize(out_dir: str | Path, sequences: int = 1000, participants: int = 1
             _write_csv(out / fname, header, [r[:5] for r in rows[name]])
     _write_csv(out / "corruptions.csv", ["sequence_id", "kind"],
                [(r[2], r[5]) for r in rows["train"] if r[5]])
-    (out / "character_to_prediction_index.json").write_text(json.dumps(CHAR_TO_INDEX, indent=1))
+    if charmap.is_competition:  # byte for byte as before
+        (out / "character_to_prediction_index.json").write_text(json.dumps(CHAR_TO_INDEX, indent=1))
+    else:
+        charmap.save(out / "character_to_prediction_index.json")
     return {"sequences": sequences, "supplemental": supplemental, "files": len(jobs),
             "corrupt": sum(1 for r in rows["train"] if r[5])}
 
@@ -595,7 +643,7 @@ class _Inline:
 
 def _write_csv(path: Path, header: list[str], rows: list[tuple]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
