@@ -127,3 +127,14 @@ def test_a_video_that_cannot_be_read_says_why(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"clip.mp4: landmark extraction failed: .*\S"):
         extract_landmarks(junk, tmp_path / "out.parquet", progress=False)
     assert not (tmp_path / "out.parquet").exists()
+
+
+@needs_video
+def test_landmarks_of_a_photo_to_a_pose_file(shipped_photo: Path, tmp_path: Path) -> None:
+    from aslfr.posefile import read_pose
+    from aslfr.video import extract_landmarks
+
+    path = extract_landmarks(shipped_photo, tmp_path / "astronaut.pose", progress=False)
+    rows, fps = read_pose(path)
+    face = [i for i, c in enumerate(LANDMARK_COLUMNS) if c.startswith("x_face_")]
+    assert rows.shape == (1, len(LANDMARK_COLUMNS)) and np.isfinite(rows[0, face]).all() and fps == 30

@@ -112,6 +112,19 @@ def _evaluate(a: argparse.Namespace) -> None:
 def _landmarks(a: argparse.Namespace) -> None:
     from aslfr.video import extract_landmarks
 
+    if a.video.is_dir():
+        from aslfr.recordings import build_dataset
+        from aslfr.vocab import CharacterMap
+
+        if a.phrases is None:
+            raise ValueError(f"{a.video}: a directory of recordings needs --phrases phrases.csv (file, phrase, participant)")
+        r = build_dataset(a.video, a.phrases, a.out, workers=a.workers,
+                          characters=CharacterMap.load(a.characters) if a.characters else None)
+        print(f"wrote {r['written']} of {r['recordings']} recordings to {a.out} ({r['characters']} characters); "
+              f"{r['failed']} failed" + (f", listed in {a.out / 'failures.csv'}" if r["failed"] else ""))
+        for file, why in list(r["failures"].items())[:10]:
+            print(f"  {file}: {why}")
+        return
     out = extract_landmarks(a.video, a.out, sequence_id=a.sequence_id)
     print(f"wrote {out}")
 
@@ -241,10 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ai-edge-litert (default) and/or tflite-runtime 2.14.0 (converter environment); repeatable")
     p.set_defaults(func=_evaluate, runtime=None)
 
-    p = sub.add_parser("landmarks", help="MediaPipe Holistic over a video -> a Kaggle-layout parquet")
-    p.add_argument("video", type=Path, help="a video file or an image")
-    p.add_argument("--out", required=True, type=Path, help="the Kaggle-layout parquet to write")
+    p = sub.add_parser("landmarks", help="MediaPipe Holistic over a video -> a Kaggle-layout parquet or a .pose "
+                                         "file; over a directory of recordings -> a dataset")
+    p.add_argument("video", type=Path, help="a video file or an image; or a directory of videos and .pose files")
+    p.add_argument("--out", required=True, type=Path,
+                   help="the parquet or .pose file to write; for a directory, the dataset directory")
     p.add_argument("--sequence-id", type=int, default=0, help="the sequence_id to write (default 0)")
+    p.add_argument("--phrases", type=Path, help="for a directory: phrases.csv with file, phrase, participant")
+    p.add_argument("--workers", type=int, default=1, help="for a directory: recordings extracted in parallel")
+    p.add_argument("--characters", type=Path, metavar="MAP.json",
+                   help="for a directory: the character map (default: every character the phrases use)")
     p.set_defaults(func=_landmarks)
 
     p = sub.add_parser("transcribe", help="video, parquet or directory -> text, with an exported model")
@@ -271,8 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_live)
 
     p = sub.add_parser("show", help="draw a sequence to a GIF or MP4, optionally with a model's prediction")
-    p.add_argument("--data", required=True, type=Path, help="Kaggle-layout data directory")
-    p.add_argument("--sequence-id", required=True, type=int, help="the sequence to draw")
+    p.add_argument("--data", required=True, type=Path,
+                   help="Kaggle-layout data directory, or one recording: a .pose file or a parquet")
+    p.add_argument("--sequence-id", type=int, help="the sequence to draw (needed for a data directory)")
     p.add_argument("--out", required=True, type=Path, help="clip.gif or clip.mp4")
     p.add_argument("--model", type=Path, help="submission.zip or model.onnx")
     p.add_argument("--fps", type=int, default=15, help="frames per second of the clip (default 15)")

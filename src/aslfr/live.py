@@ -46,9 +46,9 @@ class LandmarkFile(FrameSource):
                  realtime: bool, limit: int | None = None) -> None:
         from itertools import islice
 
-        from aslfr.video import parquet_sequences
+        from aslfr.video import sequences_of
 
-        self.sequences = [frames for _, frames in islice(parquet_sequences(path, rec.columns, sequence_id), limit)]
+        self.sequences = [frames for _, frames in islice(sequences_of(path, rec.columns, sequence_id), limit)]
         self.width = len(rec.columns)
         self.fps, self.gap, self.realtime = fps, int(np.ceil(gap_s * fps)) + 1, realtime
 
@@ -148,12 +148,12 @@ def live(model: str | Path, source: str | Path | None = None, camera: int | None
         source = Path(source)
         if not source.is_file():
             raise FileNotFoundError(f"{source}: not found")
-    if source is not None and source.suffix == ".parquet":
+    if source is not None and source.suffix in (".parquet", ".pose"):
         frames: FrameSource = LandmarkFile(source, rec, sequence_id, fps, gap_ms / 1e3, realtime, limit)
     elif source is None or source.suffix.lower() in VIDEO_SUFFIXES:
         frames = Holistic(source, camera, realtime)
     else:
-        raise ValueError(f"{source}: expected a video ({', '.join(sorted(VIDEO_SUFFIXES))}) or a .parquet")
+        raise ValueError(f"{source}: expected a video ({', '.join(sorted(VIDEO_SUFFIXES))}), a .parquet or a .pose")
     display = Display(out)
     stream = rec.stream(every_ms, gap_ms, frames.fps, on_phrase=display.final)
     mp_ms: list[float] = []

@@ -215,7 +215,7 @@ class Recognizer:
 
     def transcribe(self, source: np.ndarray | str | Path, sequence_id: int | None = None) -> str:
         """The text of one whole sequence: an array of frames, a Kaggle-layout parquet (with
-        `sequence_id` when it holds several), or a video."""
+        `sequence_id` when it holds several), a .pose file, or a video."""
         if isinstance(source, np.ndarray):
             return self.decode(source)
         results = self.transcribe_all(source, sequence_id)
@@ -228,11 +228,12 @@ class Recognizer:
         """Every sequence of a parquet, a video, or a directory of them: input, sequence_id,
         frames and text each."""
         from aslfr.data.kaggle import DataError
-        from aslfr.video import extract_landmarks, parquet_sequences
+        from aslfr.video import extract_landmarks, sequences_of
 
         src = Path(source)
         if src.is_dir():
-            files = sorted(p for p in src.rglob("*") if p.suffix == ".parquet" or p.suffix.lower() in VIDEO_SUFFIXES)
+            files = sorted(p for p in src.rglob("*") if p.suffix in (".parquet", ".pose")
+                           or p.suffix.lower() in VIDEO_SUFFIXES)
             if not files:
                 raise DataError(f"{src}: no parquet or video files inside")
         elif src.is_file():
@@ -245,7 +246,7 @@ class Recognizer:
                 parquet = f
                 if f.suffix.lower() in VIDEO_SUFFIXES:
                     parquet = extract_landmarks(f, Path(tmp) / f"{f.stem}.parquet", progress=progress)
-                for sid, frames in parquet_sequences(parquet, self.columns, sequence_id):
+                for sid, frames in sequences_of(parquet, self.columns, sequence_id):
                     results.append({"input": str(f), "sequence_id": sid, "frames": len(frames),
                                     "text": self.decode(frames)})
         return results

@@ -21,7 +21,7 @@ import numpy as np
 
 from aslfr.data.kaggle import DataError, read_landmarks, split_sequences
 from aslfr.features import rows_to_coords
-from aslfr.landmarks import SELECTED_COLUMNS
+from aslfr.landmarks import LANDMARK_COLUMNS, SELECTED_COLUMNS
 
 INSTALL_HINT = ("MediaPipe is not installed: run 'make video' (an environment with the 'video' extra: "
                 "mediapipe==0.10.21, numpy<2) or set ASLFR_VIDEO_PYTHON to a Python that has it")
@@ -44,9 +44,20 @@ def video_python() -> Path:
 
 
 def extract_landmarks(video: str | Path, out: str | Path, sequence_id: int = 0, progress: bool = True) -> Path:
+    """MediaPipe Holistic over a video into a Kaggle-layout parquet, or a `.pose` file when `out`
+    ends with .pose."""
     video, out = Path(video), Path(out)
     if not video.is_file():
         raise FileNotFoundError(f"{video}: not found")
+    if out.suffix == ".pose":
+        import tempfile
+
+        from aslfr.posefile import write_pose
+
+        with tempfile.TemporaryDirectory(prefix="aslfr-") as tmp:
+            _, _, rows = read_landmarks(extract_landmarks(video, Path(tmp) / "x.parquet", sequence_id, progress),
+                                        LANDMARK_COLUMNS)
+        return write_pose(out, rows, fps=video_fps(video))
     python = video_python()
     if not python.is_file():
         raise MissingExtra(INSTALL_HINT)
@@ -63,6 +74,30 @@ def extract_landmarks(video: str | Path, out: str | Path, sequence_id: int = 0, 
         reason = said[-1].strip()[-300:] if said else f"the extractor exited with status {run.returncode} and no message"
         raise DataError(f"{video}: landmark extraction failed: {reason}")
     return out
+
+
+def video_fps(video: Path) -> float:
+    """The frame rate a video declares (30 for an image or where it declares none)."""
+    try:
+        import imageio.v3 as iio
+
+        fps = float(iio.immeta(video).get("fps") or 30.0)
+    except Exception:  # noqa: BLE001 - a rate is a nicety: 30 where it cannot be read
+        fps = 30.0
+    return fps if 1 <= fps <= 240 else 30.0
+
+
+def sequences_of(path: Path, columns: list[str], sequence_id: int | None = None):
+    """(sequence_id, [T, len(columns)] frames) of a Kaggle-layout parquet or a .pose file (one
+    sequence, id 0)."""
+    if path.suffix == ".pose":
+        from aslfr.posefile import read_pose
+
+        rows, _ = read_pose(path)
+        where = {c: i for i, c in enumerate(LANDMARK_COLUMNS)}
+        yield 0, rows[:, [where[c] for c in columns]]
+        return
+    yield from parquet_sequences(path, columns, sequence_id)
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,7 +214,7 @@ def render_frames(frames: np.ndarray, phrase: str | None, predictions: list[str]
     return images
 
 
-def show(data_dir: str | Path, sequence_id: int, out: str | Path, model: str | Path | None = None,
+def show(data_dir: str | Path, sequence_id: int | None, out: str | Path, model: str | Path | None = None,
          fps: int = 15, every: int = 1) -> dict:
     import imageio.v3 as iio
 
@@ -188,14 +223,22 @@ def show(data_dir: str | Path, sequence_id: int, out: str | Path, model: str | P
         raise ValueError(f"{out}: expected a .gif or .mp4 output")
     if every < 1 or fps < 1:
         raise ValueError(f"--every {every} --fps {fps}: both must be at least 1")
-    if not data_dir.is_dir():
+    if not data_dir.exists():
         raise FileNotFoundError(f"{data_dir}: data directory not found")
+    if data_dir.is_dir() and sequence_id is None:
+        raise ValueError(f"{data_dir}: a data directory needs --sequence-id")
     try:  # before the work: the output's folder must be creatable
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ValueError(f"{out}: cannot create its folder {out.parent} ({e.strerror or e})") from None
-    parquet, phrase = find_sequence(data_dir, sequence_id)
-    (_, frames), = list(parquet_sequences(parquet, SELECTED_COLUMNS, sequence_id))
+    if data_dir.is_dir():
+        parquet, phrase = find_sequence(data_dir, sequence_id)
+    else:  # one recording: a .pose file or a parquet (of one sequence, or --sequence-id)
+        parquet, phrase = data_dir, None
+    found = list(sequences_of(parquet, SELECTED_COLUMNS, sequence_id))
+    if len(found) != 1:
+        raise ValueError(f"{parquet}: holds {len(found)} sequences; pass --sequence-id")
+    (_, frames), = found
     shown = list(range(0, len(frames), every))
     predictions = None
     if model is not None:
