@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/train_step.py [--batch 32] [--frames 380] [--steps 5]
     .venv/bin/python benchmarks/train_step.py --ab [--steps 5]
+    .venv/bin/python benchmarks/train_step.py --keras [--steps 5]
 
 Times full optimiser steps (forward, CTC loss, backward, RAdam + Lookahead) on a padded batch
 (lengths drawn between a third of T and T, zeros after, as the loader pads) and prints the
@@ -12,12 +13,18 @@ median samples per second and the achieved GFLOP/s, from the counted FLOPs of th
 stem and stage 1 and BatchNorm statistics per group of `bn_group` samples) with the same network
 and weights without them (plain whole-batch BatchNorm, no mask), and prints what the seed's
 masking and grouping cost.
+
+`--keras` also times the same network's training step built in TensorFlow/Keras
+(`keras_train_step.py`, in the converter environment) on the same batch shape and thread count,
+and prints the ratio; the float32 limit is then the best matmul rate either library reaches at
+the network's shape.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import time
 
@@ -59,6 +66,27 @@ class Trainer:
         return time.perf_counter() - t
 
 
+def keras_step(a: argparse.Namespace, threads: int) -> dict:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from aslfr.export import converter_python
+
+    python = converter_python()
+    if not python.is_file():
+        sys.exit("--keras needs the converter environment (make tools)")
+    here = Path(__file__).resolve().parent
+    run = subprocess.run([str(python), str(here / "keras_train_step.py"), "--stages", str(preset(a.preset).stages),
+                          "--batch", str(a.batch), "--frames", str(a.frames), "--steps", str(a.steps),
+                          "--threads", str(threads)], capture_output=True, text=True, cwd=here,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""})
+    if run.returncode != 0:
+        sys.exit(f"keras_train_step.py failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="seed-base")
@@ -66,6 +94,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=380)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--ab", action="store_true", help="the seed's masked, grouped BatchNorm against plain BatchNorm")
+    ap.add_argument("--keras", action="store_true", help="also time the TensorFlow/Keras build's training step")
     a = ap.parse_args()
     torch.manual_seed(0)
     cfg = preset(a.preset)
@@ -99,8 +128,18 @@ def main() -> None:
     print(f"throughput: {a.batch / step:.2f} samples/s")
     print(f"achieved: {flops / step / 1e9:.1f} GFLOP/s ({flops / a.batch / 1e9:.1f} GFLOPs per sample, forward + backward)")
     peak = sgemm_gflops(a.batch * a.frames, cfg.dim, cfg.dim * cfg.expand)  # the network's own shape
-    print(f"SGEMM on this machine, {torch.get_num_threads()} threads: {peak:.0f} GFLOP/s, so the float32 limit is "
-          f"{peak * 1e9 / (flops / a.batch):.1f} samples/s; achieved {flops / step / 1e9 / peak:.0%} of it")
+    best = {"PyTorch": peak}
+    if a.keras:
+        keras = keras_step(a, torch.get_num_threads())
+        best["TensorFlow"] = keras["matmul_gflops"]
+        print(f"TensorFlow/Keras {keras['tensorflow']} (graph mode, no XLA), same batch: median step "
+              f"{keras['step_s']:.2f} s ({', '.join(map(str, keras['steps']))}), {keras['samples_per_s']:.2f} samples/s, "
+              f"{flops / keras['step_s'] / 1e9:.1f} GFLOP/s")
+        print(f"PyTorch / TensorFlow: {keras['step_s'] / step:.2f}x the TensorFlow build's samples/s")
+    lib, rate = max(best.items(), key=lambda kv: kv[1])
+    print("float32 matmul at the network's shape, " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in best.items())
+          + f": the limit is {lib}'s, {rate * 1e9 / (flops / a.batch):.1f} samples/s; achieved "
+          f"{flops / step / 1e9 / rate:.0%} of it")
 
 
 if __name__ == "__main__":
