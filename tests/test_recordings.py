@@ -17,7 +17,7 @@ from aslfr.landmarks import LANDMARK_COLUMNS, SELECTED_COLUMNS
 from aslfr.posefile import COMPONENTS, read_pose, write_pose
 from aslfr.recordings import build_dataset
 from aslfr.train import train
-from aslfr.video import parquet_sequences
+from aslfr.video import parquet_sequences, video_python
 
 from conftest import TINY
 
@@ -137,3 +137,21 @@ def test_transcribe_and_live_read_a_pose_file(exported: Path, sequences, tmp_pat
     assert rec.transcribe(path) == rec.transcribe(rows)
     r = live(exported / "model.onnx", path, out=io.StringIO())
     assert r["figures"]["frames"] == len(rows)
+
+
+@pytest.mark.skipif(not video_python().is_file(), reason="video extra missing: run 'make video'")
+def test_videos_in_a_recordings_directory_go_through_mediapipe(recordings, tmp_path: Path) -> None:
+    """A video with nobody in it is a failure with its reason; the .pose recordings beside it
+    are written; workers extract in parallel."""
+    import shutil
+
+    import imageio.v3 as iio
+
+    root = tmp_path / "rec"
+    shutil.copytree(recordings[0], root)
+    frames = np.zeros((12, 64, 64, 3), np.uint8) + np.arange(12, dtype=np.uint8)[:, None, None, None] * 9
+    iio.imwrite(root / "empty.mp4", frames, extension=".mp4", fps=10, codec="libx264")
+    with open(root / "phrases.csv", "a", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerow(["empty.mp4", "abc", "ann"])
+    r = build_dataset(root, root / "phrases.csv", tmp_path / "out", workers=2, progress=False)
+    assert r["failures"]["empty.mp4"] == "nothing detected in any frame" and r["written"] == 12
