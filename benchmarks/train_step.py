@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/train_step.py [--batch 32] [--frames 380] [--steps 5]
     .venv/bin/python benchmarks/train_step.py --ab [--steps 5]
     .venv/bin/python benchmarks/train_step.py --keras [--steps 5]
+    .venv/bin/python benchmarks/train_step.py --bf16 [--steps 3]
 
 Times full optimiser steps (forward, CTC loss, backward, RAdam + Lookahead) on a padded batch
 (lengths drawn between a third of T and T, zeros after, as the loader pads) and prints the
@@ -18,6 +19,10 @@ masking and grouping cost.
 (`keras_train_step.py`, in the converter environment) on the same batch shape and thread count,
 and prints the ratio; the float32 limit is then the best matmul rate either library reaches at
 the network's shape.
+
+`--bf16` alternates float32 steps with bf16-autocast steps (float32 weights and loss, what
+`--set bf16=true` trains with) and prints the ratio beside the CPU's bf16 extensions: without
+AVX512_BF16 or AMX the CPU emulates bf16, which is why `bf16=auto` leaves it off there.
 """
 
 from __future__ import annotations
@@ -54,9 +59,10 @@ class Trainer:
             self.model.load_state_dict(state)
         self.opt = Lookahead(RAdam(self.model.parameters(), lr=1e-3, threshold=cfg.radam_threshold))
 
-    def step(self, x: torch.Tensor, labels: torch.Tensor, label_lengths: torch.Tensor) -> float:
+    def step(self, x: torch.Tensor, labels: torch.Tensor, label_lengths: torch.Tensor, bf16: bool = False) -> float:
         t = time.perf_counter()
-        logits = self.model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = self.model(x).float()
         input_lengths = torch.full((x.shape[0],), x.shape[1])
         loss = F.ctc_loss(F.log_softmax(logits, -1).transpose(0, 1), labels, input_lengths, label_lengths,
                           blank=BLANK, reduction="none").mean()
@@ -95,6 +101,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--ab", action="store_true", help="the seed's masked, grouped BatchNorm against plain BatchNorm")
     ap.add_argument("--keras", action="store_true", help="also time the TensorFlow/Keras build's training step")
+    ap.add_argument("--bf16", action="store_true", help="float32 steps against bf16-autocast steps")
     a = ap.parse_args()
     torch.manual_seed(0)
     cfg = preset(a.preset)
@@ -104,6 +111,20 @@ def main() -> None:
     print(f"{a.preset}, batch {a.batch}, T={a.frames}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"CPU: {cpu_flags()}")
     flops = 3 * flops_per_sequence(cfg, a.frames) * a.batch
+    if a.bf16:
+        from aslfr.train import native_bf16
+
+        trainer = Trainer(cfg)
+        times = {"float32": [], "bf16": []}
+        for i in range(a.steps + 1):
+            for name in ("float32", "bf16") if i % 2 else ("bf16", "float32"):
+                t = trainer.step(x, labels, label_lengths, bf16=name == "bf16")
+                if i:
+                    times[name].append(t)
+        f, b = statistics.median(times["float32"]), statistics.median(times["bf16"])
+        print(f"float32: median step {f:.2f} s; bf16 autocast: {b:.2f} s; bf16 is {f / b:.2f}x float32's speed; "
+              f"native bf16 on this CPU: {native_bf16('cpu')} (bf16=auto uses it only then)")
+        return
     if a.ab:
         seed = Trainer(cfg)
         plain_cfg = dataclasses.replace(cfg, content_mask=False, bn_group=0)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import aslfr.train as train_module
-from aslfr.config import preset
+from aslfr.config import Config, preset
 from aslfr.data.shards import ShardDataset
 from aslfr.train import (EpochBatches, TrainingError, select_samples, train, validation_mask)
 
@@ -154,3 +154,39 @@ def test_two_processes_train_like_one_on_the_same_global_batch(prepared_dir: Pat
     assert [r["epoch"] for r in ma] == [r["epoch"] for r in mb] == [1, 2]
     for ra, rb in zip(ma, mb):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-4)
+
+
+def test_bf16_auto_follows_the_hardware_and_true_trains_in_bf16_on_cpu(prepared_dir: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from aslfr.train import bf16_enabled, native_bf16
+
+    assert bf16_enabled("false", "cpu") is False and bf16_enabled("true", "cpu") is True
+    assert bf16_enabled("auto", "cpu") == native_bf16("cpu")
+    monkeypatch.setattr(train_module, "native_bf16", lambda device: True)
+    assert bf16_enabled("auto", "cpu") is True
+    assert preset("demo").bf16 == "auto" and preset("seed-base").bf16 == "false"  # the seed trained in float32
+    assert Config().override(["bf16=on"]).bf16 == "true"
+    with pytest.raises(ValueError, match="bf16=maybe: expected true, false or auto"):
+        Config().override(["bf16=maybe"]).check()
+    seen = []
+    real = torch.nn.functional.ctc_loss
+
+    def spy(log_probs, *args, **kwargs):
+        seen.append(log_probs.dtype)
+        return real(log_probs, *args, **kwargs)
+
+    monkeypatch.setattr(train_module.F, "ctc_loss", spy)
+    outputs = []
+    forward = train_module.FingerspellingModel.forward
+
+    def watched(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        outputs.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(train_module.FingerspellingModel, "forward", watched)
+    row = train(_cfg("epochs=1", "bf16=true"), prepared_dir, tmp_path, progress=False)
+    assert np.isfinite(row["loss"]) and set(seen) == {torch.float32}  # the loss in float32
+    assert torch.bfloat16 in outputs  # the network ran under bf16 autocast
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())

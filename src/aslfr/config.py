@@ -58,7 +58,9 @@ class Config:
     pad_to_batch: bool = False        # pad a batch to its longest sample instead of max_len
     # --- speed ---
     workers: int = 2                  # DataLoader workers (augmentation runs there)
-    bf16: bool = False                # bf16 autocast (GPU)
+    bf16: str = "false"               # bf16 autocast: "true", "false", or "auto" (where the hardware
+                                      # has native bf16: a GPU that supports it, a CPU with
+                                      # AVX512_BF16 or AMX); float32 weights and loss either way
     compile: bool = False             # torch.compile
 
     def override(self, assignments: list[str]) -> "Config":
@@ -95,6 +97,8 @@ class Config:
         if self.lr <= 0 or not 0 < self.lookahead_alpha <= 1 or self.warmup_epochs < 0 or self.workers < 0:
             raise ValueError("--set lr, lookahead_alpha, warmup_epochs, workers: expected lr > 0, "
                              "0 < lookahead_alpha <= 1, warmup_epochs >= 0, workers >= 0")
+        if self.bf16 not in ("true", "false", "auto"):
+            raise ValueError(f"--set bf16={self.bf16}: expected true, false or auto")
         if self.bn_group < 0:
             raise ValueError(f"--set bn_group={self.bn_group}: expected 0 (whole batch) or a group size")
         if self.batch_size % world:
@@ -126,6 +130,8 @@ class Config:
                 d[key] = tuple(d[key])
         # checkpoints written before these settings existed computed the network without them
         d.setdefault("content_mask", False)
+        if isinstance(d.get("bf16"), bool):  # checkpoints from when it was on or off
+            d["bf16"] = "true" if d["bf16"] else "false"
         d.setdefault("bn_group", 0)
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
@@ -135,6 +141,9 @@ class Config:
 
 def _parse(raw: str, current: object, key: str) -> object:
     try:
+        if key == "bf16" and raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off", "auto"):
+            return {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}.get(
+                raw.lower(), raw.lower())
         if isinstance(current, bool):
             if raw.lower() in ("1", "true", "yes", "on"):
                 return True
@@ -164,7 +173,7 @@ PRESETS: dict[str, Config] = {
     # README): 64 frames, batch 16, lighter dropout, a higher learning rate and no Lookahead
     # (alpha 1: the slow weights follow the fast ones), which reach a given score in about half
     # the epochs on this data.
-    "demo": Config(stages=2, dim=128, heads=4, max_len=64, batch_size=16, epochs=40, lr=5e-3,
+    "demo": Config(stages=2, dim=128, heads=4, max_len=64, batch_size=16, epochs=40, lr=5e-3, bf16="auto",
                    lookahead_alpha=1.0, warmup_epochs=2, branch_dropout=0.1, attention_dropout=0.1,
                    late_dropout=0.1, split="participant", val_fraction=0.2, eval_every=4,
                    checkpoint_every=4, mask_padding=True, ctc_true_lengths=True, pad_to_batch=True,

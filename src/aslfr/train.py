@@ -465,8 +465,11 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
     loader = DataLoader(samples, batch_sampler=batches, num_workers=cfg.workers,
                         collate_fn=partial(collate, pad_to=pad_to), worker_init_fn=_one_thread,
                         prefetch_factor=4 if cfg.workers else None)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and env.device.startswith("cuda")
-                else nullcontext())
+    use_bf16 = bf16_enabled(cfg.bf16, env.device)
+    if env.main and cfg.bf16 == "auto":
+        print(f"bf16=auto: {'bf16 autocast' if use_bf16 else 'float32'} on {env.device} "
+              f"({bf16_reason(env.device)})")
+    autocast = (torch.autocast(env.device.split(":")[0], dtype=torch.bfloat16) if use_bf16 else nullcontext())
     row: dict = {}
     batch_iter = iter(loader)  # draws the loader's base seed from the global generator, so...
     if state is not None:  # ...restore the generator after it, as the uninterrupted run had it
@@ -532,6 +535,29 @@ def _last_metrics(out: Path) -> dict:
     path = out / "metrics.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
     return rows[-1] if rows else {}
+
+
+def native_bf16(device: str) -> bool:
+    """Whether `device` computes bf16 natively: a GPU that supports it, or a CPU with AVX512_BF16
+    or AMX (without them, CPU bf16 is emulated and slower than float32)."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def bf16_reason(device: str) -> str:
+    if device.startswith("cuda"):
+        return "the GPU supports bf16" if native_bf16(device) else "the GPU lacks bf16"
+    return "the CPU has AVX512_BF16 or AMX" if native_bf16(device) else "the CPU has neither AVX512_BF16 nor AMX"
+
+
+def bf16_enabled(setting: str, device: str) -> bool:
+    """`bf16` = true: autocast to bf16; false: float32; auto: bf16 where the hardware is native."""
+    return setting == "true" or (setting == "auto" and native_bf16(device))
 
 
 def _one_thread(_: int) -> None:
