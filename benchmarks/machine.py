@@ -26,14 +26,12 @@ def cpu_flags() -> str:
     """The CPU model and the vector and matrix extensions that decide float32, bf16 and int8 speed."""
     import platform
 
-    model, flags = platform.processor() or platform.machine(), set()
+    from aslfr.train import cpu_flags as read_flags
+
+    model, flags = platform.processor() or platform.machine(), read_flags()
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and model in ("", platform.machine()):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
     except OSError:
         pass
     wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni"]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,14 @@ def prepared_dir(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     out = tmp_path_factory.mktemp("prepared")
     prepare(synth_dir, out, progress=False)
     return out
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Rewrite a csv file (train.csv, say) from its rows as dicts."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
 
 
 TINY = ["dim=32", "heads=2", "stages=1", "kernel_sizes=5,3", "batch_size=8", "epochs=3",

@@ -20,7 +20,7 @@ from aslfr.data.prepare import prepare
 from aslfr.data.synthetic import synthesize
 from aslfr.train import TrainingError, load_model, train
 
-from conftest import TINY
+from conftest import TINY, write_csv
 
 
 def _cfg(*more: str):
@@ -65,20 +65,13 @@ def test_prepare_refuses_a_directory_prepared_from_other_data(synth_dir: Path, o
     assert (tmp_path / "metadata.parquet").read_bytes() == before
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
 def test_prepare_refuses_a_shard_made_from_a_changed_file(synth_dir: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(synth_dir, data)
     prepare(data, tmp_path / "out", progress=False)
     rows = list(csv.DictReader(open(data / "train.csv", encoding="utf-8")))
     rows[0]["phrase"] = "another phrase"
-    _write_csv(data / "train.csv", rows)
+    write_csv(data / "train.csv", rows)
     with pytest.raises(DataError, match="was prepared from other input \\(csv_rows"):
         prepare(data, tmp_path / "out", progress=False)
 
@@ -93,7 +86,7 @@ def test_prepare_counts_an_empty_file_and_a_file_of_unknown_phrases(synth_dir: P
     for r in rows:
         if r["path"] == second:
             r["phrase"] = "ÄÖÜ"  # every phrase of the other file outside the map
-    _write_csv(data / "train.csv", rows)
+    write_csv(data / "train.csv", rows)
     with pytest.raises(DataError, match="no usable sequence in 2 file\\(s\\) \\(.*listed in the csv but has no rows"):
         prepare(data, tmp_path / "out", progress=False)
     assert not (tmp_path / "out" / "metadata.parquet").exists()

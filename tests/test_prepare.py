@@ -18,17 +18,12 @@ from aslfr.features import landmark_features, rows_to_coords
 from aslfr.landmarks import SELECTED_COLUMNS
 from aslfr.vocab import encode
 
+from conftest import write_csv
+
 
 def _csv(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
 
 
 def _copy(synth_dir: Path, tmp: Path) -> Path:
@@ -182,7 +177,7 @@ def test_missing_parquet_file(synth_dir: Path, tmp_path: Path) -> None:
 def test_missing_csv_column(synth_dir: Path, tmp_path: Path) -> None:
     data = _copy(synth_dir, tmp_path)
     rows = _csv(data / "train.csv")
-    _write_csv(data / "train.csv", [{k: v for k, v in r.items() if k != "phrase"} for r in rows])
+    write_csv(data / "train.csv", [{k: v for k, v in r.items() if k != "phrase"} for r in rows])
     _expect_error(data, tmp_path / "out", "missing column.*phrase")
 
 
@@ -243,7 +238,7 @@ def test_sequences_missing_on_either_side_and_bad_phrases_are_counted_skips(synt
             col = pa.array(np.where(hit, np.nan, col.to_numpy()).astype(np.float32))
         cols.append(col)
     pq.write_table(pa.Table.from_arrays(cols, names=table.column_names), path)
-    _write_csv(data / "train.csv", rows)
+    write_csv(data / "train.csv", rows)
     summary = prepare(data, tmp_path / "out", progress=False)
     assert summary["skipped"] == {"unknown_characters": 1, "missing_in_parquet": 1, "not_in_csv": 1, "all_nan": 1}
     assert summary["sequences"] == len(rows) - 3

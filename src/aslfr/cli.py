@@ -48,11 +48,11 @@ def _train(a: argparse.Namespace) -> None:
     from aslfr.train import train
 
     cfg = preset(a.preset).override(a.set)
-    from aslfr.data.shards import ShardDataset
+    from aslfr.data.shards import prepared_charmap
     from aslfr.vocab import CharacterMap
 
     # the output alphabet: --characters, else the one the data was prepared with
-    cfg = cfg.with_charmap(CharacterMap.load(a.characters) if a.characters else ShardDataset(a.data).charmap)
+    cfg = cfg.with_charmap(CharacterMap.load(a.characters) if a.characters else prepared_charmap(a.data))
     if a.min_score is not None:
         cfg = cfg.override([f"min_score={a.min_score}"])
     if a.scores is not None:

@@ -204,14 +204,19 @@ def keras_state_dict(path: Path, base: Config) -> tuple[Config, dict[str, torch.
     if cur.peek() is not None:
         raise KerasImportError(f"{path}: layer {cur.peek().name!r} follows the classifier: not the seed's network")
 
-    cfg = replace(base, dim=dim, stages=len(stages), expand=hidden // dim, kernel_sizes=tuple(stages[0]))
     if hidden % dim:
         raise KerasImportError(f"{path}: hidden width {hidden} is not a multiple of the width {dim}")
+    return with_architecture(base, dim, len(stages), hidden // dim, tuple(stages[0]), path), sd
+
+
+def with_architecture(base: Config, dim: int, stages: int, expand: int, kernel_sizes: tuple[int, ...],
+                      path: Path) -> Config:
+    """`base` with the architecture read from a weights file, checked."""
+    cfg = replace(base, dim=dim, stages=stages, expand=expand, kernel_sizes=kernel_sizes)
     try:
-        cfg.check()
+        return cfg.check()
     except ValueError as e:
         raise KerasImportError(f"{path}: the network read from the file does not fit the preset: {e}") from None
-    return cfg, sd
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,11 +263,9 @@ def import_keras(h5: Path, out: Path, preset_name: str | None = None,
     from aslfr.model import FingerspellingModel
 
     h5, out = Path(h5), Path(out)
-    base = preset(preset_name or "seed-final")
-    cfg, sd = keras_state_dict(h5, base)
-    if preset_name is None and cfg.stages == 3:
-        cfg, sd = keras_state_dict(h5, preset("seed-base"))
-    chosen = preset_name or ("seed-base" if cfg.stages == 3 else "seed-final")
+    read, sd = keras_state_dict(h5, preset(preset_name or "seed-final"))  # the file is read once
+    chosen = preset_name or ("seed-base" if read.stages == 3 else "seed-final")
+    cfg = with_architecture(preset(chosen), read.dim, read.stages, read.expand, read.kernel_sizes, h5)
     differs = {k: (getattr(cfg, k), getattr(preset(chosen), k)) for k in ("dim", "stages", "expand", "kernel_sizes")
                if getattr(cfg, k) != getattr(preset(chosen), k)}
     model = FingerspellingModel(cfg)

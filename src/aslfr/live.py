@@ -32,7 +32,6 @@ class FrameSource:
     """(stream time s, frame, MediaPipe ms or None) in order; `fps` known before the first."""
 
     fps: float = 30.0
-    dropped: int = 0
 
     def __iter__(self) -> Iterator[tuple[float, np.ndarray, float | None]]:
         raise NotImplementedError

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from aslfr.data.kaggle import DataError, check_landmark_schema, read_landmarks
+from aslfr.data.kaggle import DataError, check_landmark_schema, csv_rows, read_landmarks
 from aslfr.data.shards import write_json
 from aslfr.landmarks import LANDMARK_COLUMNS
 from aslfr.recognizer import VIDEO_SUFFIXES
@@ -62,12 +62,7 @@ def _stable_id(kind: str, name: str) -> int:
 def read_phrases(path: Path, root: Path) -> list[Recording]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: phrases file not found")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}")
-        rows = [Recording(r["file"].strip(), r["phrase"], r["participant"]) for r in reader]
+    rows = [Recording(r["file"].strip(), r["phrase"], r["participant"]) for r in csv_rows(path, REQUIRED)]
     if not rows:
         raise DataError(f"{path}: no recordings listed")
     seen: dict[str, int] = {}

@@ -153,16 +153,16 @@ class Samples(Dataset):
             coords = augment(coords, np.random.default_rng([self.cfg.seed, epoch, i]))
         feats = sample_features(torch.from_numpy(np.ascontiguousarray(coords)), self.mean, self.std, self.cfg.max_len)
         return {"features": feats, "labels": torch.from_numpy(self.charmap.encode(self.ds.phrases[i])),
-                "sequence_id": int(self.ds.meta["sequence_id"][i]), "blank": self.charmap.blank}
+                "sequence_id": int(self.ds.meta["sequence_id"][i])}
 
 
-def collate(items: list[dict], pad_to: int | None) -> dict:
+def collate(items: list[dict], pad_to: int | None, blank: int) -> dict:
     """Pad features with 0 (to `pad_to`, or the longest item) and labels with the blank (59 for
     the competition's map) to 64."""
     lengths = torch.tensor([len(it["features"]) for it in items])
     t = pad_to or int(lengths.max())
     feats = torch.zeros(len(items), t, items[0]["features"].shape[1])
-    labels = torch.full((len(items), MAX_PHRASE), items[0]["blank"], dtype=torch.long)
+    labels = torch.full((len(items), MAX_PHRASE), blank, dtype=torch.long)
     for k, it in enumerate(items):
         feats[k, : len(it["features"])] = it["features"]
         labels[k, : len(it["labels"])] = it["labels"]
@@ -210,7 +210,7 @@ def predict(model: torch.nn.Module, samples: Samples, indices: np.ndarray, batch
     out: list[str] = [""] * len(indices)
     for s in tqdm(range(0, len(order), batch_size), desc="predict", disable=not progress, leave=False):
         chunk = order[s:s + batch_size]
-        batch = collate([samples[(0, int(indices[k]))] for k in chunk], None)
+        batch = collate([samples[(0, int(indices[k]))] for k in chunk], None, samples.charmap.blank)
         logits = model(batch["features"].to(device), batch["lengths"].to(device))
         best = logits.argmax(-1).cpu().numpy()
         for k, row, n in zip(chunk, best, batch["lengths"].tolist()):
@@ -277,24 +277,32 @@ def _epoch_checkpoints(folder: Path) -> list[Path]:
     return sorted(folder.glob("epoch_*.pt"), key=lambda p: p.name, reverse=True)
 
 
-def newest_intact_checkpoint(run_dir: Path, log=None) -> tuple[Path, dict] | None:  # noqa: ANN001
-    """The run's newest checkpoint that reads (last.pt, else the newest epoch_*.pt), with its
-    contents; an unreadable one is passed over, saying so through `log`."""
-    folder = run_dir / "checkpoints"
-    candidates = ([folder / "last.pt"] if (folder / "last.pt").is_file() else []) + _epoch_checkpoints(folder)
-    best: tuple[Path, dict] | None = None
-    for path in candidates:
+def _epoch_of(path: Path) -> int:
+    return int(path.stem.split("_")[1])
+
+
+def _first_readable(paths: list[Path], device: str = "cpu", log=None) -> tuple[Path, dict] | None:  # noqa: ANN001
+    """The first of `paths` that reads as a checkpoint, with its contents; each unreadable one
+    is passed over, saying so through `log`."""
+    for path in paths:
         try:
-            state = read_checkpoint(path)
+            return path, read_checkpoint(path, device)
         except TrainingError as e:
             if log:
                 log(f"warning: {e}; passing over it")
-            continue
-        if best is None or state.get("epoch", 0) > best[1].get("epoch", 0):
-            best = (path, state)
-        if path.name != "last.pt":
-            break  # epoch files are in order: the first that reads is the newest
-    return best
+    return None
+
+
+def newest_intact_checkpoint(run_dir: Path, log=None) -> tuple[Path, dict] | None:  # noqa: ANN001
+    """The run's newest checkpoint that reads, with its contents: last.pt, unless an epoch file
+    is newer (a run stopped between writing the two), else the newest epoch_*.pt that reads."""
+    folder = run_dir / "checkpoints"
+    epochs = _epoch_checkpoints(folder)
+    last = _first_readable([folder / "last.pt"], log=log) if (folder / "last.pt").is_file() else None
+    if last is not None and not (epochs and _epoch_of(epochs[0]) > last[1].get("epoch", 0)):
+        return last
+    found = [c for c in (last, _first_readable(epochs, log=log)) if c is not None]
+    return max(found, key=lambda c: c[1].get("epoch", 0)) if found else None
 
 
 #: Settings a run may change when it continues: how long it trains (the cosine schedule then
@@ -367,16 +375,11 @@ def load_model(checkpoint: Path, device: str = "cpu"
         # a cut-off last.pt (or epoch file) with intact epoch checkpoints beside it
         older = [p for p in _epoch_checkpoints(checkpoint.parent) if p.name != checkpoint.name
                  and (checkpoint.name == "last.pt" or p.name < checkpoint.name)]
-        for path in older:
-            try:
-                state = read_checkpoint(path, device)
-            except TrainingError:
-                continue
-            print(f"warning: {e}; using {path} instead", file=sys.stderr)
-            checkpoint = path
-            break
-        else:
+        found = _first_readable(older, device)
+        if found is None:
             raise
+        print(f"warning: {e}; using {found[0]} instead", file=sys.stderr)
+        checkpoint, state = found
     cfg = Config.from_dict(state["config"])
     model = FingerspellingModel(cfg).to(device)
     try:
@@ -463,7 +466,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
     batches = EpochBatches(split["train"], cfg.batch_size, cfg.seed, first_epoch, last_epoch, env.rank, env.world)
     pad_to = None if cfg.pad_to_batch else cfg.max_len
     loader = DataLoader(samples, batch_sampler=batches, num_workers=cfg.workers,
-                        collate_fn=partial(collate, pad_to=pad_to), worker_init_fn=_one_thread,
+                        collate_fn=partial(collate, pad_to=pad_to, blank=cfg.charmap.blank), worker_init_fn=_one_thread,
                         prefetch_factor=4 if cfg.workers else None)
     use_bf16 = bf16_enabled(cfg.bf16, env.device)
     if env.main and cfg.bf16 == "auto":
@@ -542,11 +545,17 @@ def native_bf16(device: str) -> bool:
     or AMX (without them, CPU bf16 is emulated and slower than float32)."""
     if device.startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
-    except OSError:
-        return False
+    flags = cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo; empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
 
 
 def bf16_reason(device: str) -> str:

@@ -7,7 +7,7 @@ traceback from deep inside pyarrow is no help.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,24 +35,30 @@ class SequenceInfo:
     source: str  # "train" or "supplemental"
 
 
+def csv_rows(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
+    """The rows of a UTF-8 csv file that must have the `required` columns (one line naming the
+    file and what is missing otherwise)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}")
+        return list(reader)
+
+
 def read_metadata(data_dir: str | Path, source: str = "train") -> list[SequenceInfo]:
     """Rows of train.csv or supplemental_metadata.csv, checked for columns and types."""
     path = Path(data_dir) / METADATA_FILES[source]
     if not path.is_file():
         raise DataError(f"{path}: metadata file not found (is {Path(data_dir)} a Kaggle-layout directory?)")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in METADATA_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}")
-        rows = []
-        for line, r in enumerate(reader, start=2):
-            try:
-                rows.append(SequenceInfo(r["path"], int(r["file_id"]), int(r["sequence_id"]),
-                                         int(r["participant_id"]), r["phrase"], source))
-            except (TypeError, ValueError):
-                raise DataError(f"{path}, line {line}: file_id, sequence_id and participant_id must be "
-                                f"integers, got {r['file_id']!r}, {r['sequence_id']!r}, {r['participant_id']!r}") from None
+    rows = []
+    for line, r in enumerate(csv_rows(path, METADATA_COLUMNS), start=2):
+        try:
+            rows.append(SequenceInfo(r["path"], int(r["file_id"]), int(r["sequence_id"]),
+                                     int(r["participant_id"]), r["phrase"], source))
+        except (TypeError, ValueError):
+            raise DataError(f"{path}, line {line}: file_id, sequence_id and participant_id must be "
+                            f"integers, got {r['file_id']!r}, {r['sequence_id']!r}, {r['participant_id']!r}") from None
     seen: set[int] = set()
     for r in rows:
         if r.sequence_id in seen:

@@ -102,16 +102,20 @@ class ShardDataset:
 
     @property
     def charmap(self):  # noqa: ANN201 - a CharacterMap
-        """The character map the data was prepared with (`characters.json`; the competition's
-        map for directories prepared before maps could be chosen)."""
-        from aslfr.vocab import COMPETITION, CharacterMap
-
-        path = self.root / "characters.json"
-        return CharacterMap.load(path) if path.is_file() else COMPETITION
+        return prepared_charmap(self.root)
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
         with np.load(self.root / "stats.npz") as d:
             return d["mean"], d["std"]
+
+
+def prepared_charmap(root: Path):  # noqa: ANN201 - a CharacterMap
+    """The character map a directory was prepared with (`characters.json`; the competition's map
+    for directories prepared before maps could be chosen)."""
+    from aslfr.vocab import COMPETITION, CharacterMap
+
+    path = Path(root) / "characters.json"
+    return CharacterMap.load(path) if path.is_file() else COMPETITION
 
 
 def block_rows(blocks: np.ndarray, start: int, n: int, n_cols: int = N_COLUMNS) -> np.ndarray:
