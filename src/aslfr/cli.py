@@ -344,5 +344,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+#: the commands that train or run the network on many samples: they run with a caching allocator
+HEAVY = ("train", "score", "pipeline")
+
+
+def entry() -> int:
+    """The `aslfr` program: `main`, restarted first with a caching memory allocator for the heavy
+    commands (aslfr.memory)."""
+    argv = sys.argv[1:]
+    if argv and argv[0] in HEAVY:
+        from aslfr.memory import restart_with_allocator
+
+        try:
+            restart_with_allocator(argv)
+        except ValueError as e:
+            print(f"aslfr {argv[0]}: error: {e}", file=sys.stderr)
+            return 2
+    return main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

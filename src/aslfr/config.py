@@ -57,7 +57,8 @@ class Config:
     ctc_true_lengths: bool = False    # CTC input length = real frames, not the padded length
     pad_to_batch: bool = False        # pad a batch to its longest sample instead of max_len
     # --- speed ---
-    workers: int = 2                  # DataLoader workers (augmentation runs there)
+    workers: int = -1                 # DataLoader workers (augmentation runs there); -1 (auto):
+                                      # 1 on a CPU, every core but one on a GPU (train.loader_workers)
     bf16: str = "false"               # bf16 autocast: "true", "false", or "auto" (where the hardware
                                       # has native bf16: a GPU that supports it, a CPU with
                                       # AVX512_BF16 or AMX); float32 weights and loss either way
@@ -94,9 +95,9 @@ class Config:
         for key in ("branch_dropout", "attention_dropout", "late_dropout"):
             if not 0 <= getattr(self, key) < 1:
                 raise ValueError(f"--set {key}={getattr(self, key)}: expected a rate in [0, 1)")
-        if self.lr <= 0 or not 0 < self.lookahead_alpha <= 1 or self.warmup_epochs < 0 or self.workers < 0:
+        if self.lr <= 0 or not 0 < self.lookahead_alpha <= 1 or self.warmup_epochs < 0 or self.workers < -1:
             raise ValueError("--set lr, lookahead_alpha, warmup_epochs, workers: expected lr > 0, "
-                             "0 < lookahead_alpha <= 1, warmup_epochs >= 0, workers >= 0")
+                             "0 < lookahead_alpha <= 1, warmup_epochs >= 0, workers >= 0 or auto")
         if self.bf16 not in ("true", "false", "auto"):
             raise ValueError(f"--set bf16={self.bf16}: expected true, false or auto")
         if self.bn_group < 0:
@@ -144,6 +145,8 @@ def _parse(raw: str, current: object, key: str) -> object:
         if key == "bf16" and raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off", "auto"):
             return {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}.get(
                 raw.lower(), raw.lower())
+        if key == "workers" and raw.lower() == "auto":
+            return -1
         if isinstance(current, bool):
             if raw.lower() in ("1", "true", "yes", "on"):
                 return True
@@ -177,7 +180,7 @@ PRESETS: dict[str, Config] = {
                    lookahead_alpha=1.0, warmup_epochs=2, branch_dropout=0.1, attention_dropout=0.1,
                    late_dropout=0.1, split="participant", val_fraction=0.2, eval_every=4,
                    checkpoint_every=4, mask_padding=True, ctc_true_lengths=True, pad_to_batch=True,
-                   workers=1, bn_group=0),
+                   bn_group=0),
 }
 # The pipeline's pair for the demo (`aslfr pipeline --preset demo`): shorter, so that the whole
 # pipeline fits in 15 minutes on 2 cores; the final model is larger, as in the seed.

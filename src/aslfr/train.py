@@ -33,6 +33,7 @@ from aslfr.augment import augment
 from aslfr.config import Config
 from aslfr.data.shards import ShardDataset, atomic_write, write_json
 from aslfr.features import sample_features
+from aslfr.memory import allocator_in_use
 from aslfr.metric import competition_score
 from aslfr.model import FingerspellingModel
 from aslfr.optim import Lookahead, RAdam, learning_rate
@@ -162,6 +163,8 @@ def collate(items: list[dict], pad_to: int | None, blank: int) -> dict:
     lengths = torch.tensor([len(it["features"]) for it in items])
     t = pad_to or int(lengths.max())
     feats = torch.zeros(len(items), t, items[0]["features"].shape[1])
+    if torch.utils.data.get_worker_info() is not None:  # straight into shared memory: sending a
+        feats.share_memory_()                          # batch to the trainer then copies nothing
     labels = torch.full((len(items), MAX_PHRASE), blank, dtype=torch.long)
     for k, it in enumerate(items):
         feats[k, : len(it["features"])] = it["features"]
@@ -397,6 +400,8 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
     returns the last metrics row."""
     env = setup_distributed()
     cfg.check(env.world)
+    if env.main and progress:
+        print(f"memory allocator: {allocator_in_use()}")
     data, out = Path(data), Path(out)
     torch.manual_seed(cfg.seed)  # the same initial weights on every process
     ds = ShardDataset(data)
@@ -464,10 +469,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
     val_samples = Samples(data, cfg, train=False, stats=stats)  # opened once: read at every validation
     last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, first_epoch + stop_after_epochs)
     batches = EpochBatches(split["train"], cfg.batch_size, cfg.seed, first_epoch, last_epoch, env.rank, env.world)
-    pad_to = None if cfg.pad_to_batch else cfg.max_len
-    loader = DataLoader(samples, batch_sampler=batches, num_workers=cfg.workers,
-                        collate_fn=partial(collate, pad_to=pad_to, blank=cfg.charmap.blank), worker_init_fn=_one_thread,
-                        prefetch_factor=4 if cfg.workers else None)
+    loader = make_loader(samples, batches, cfg, env.device, env.world, log=print if env.main else None)
     use_bf16 = bf16_enabled(cfg.bf16, env.device)
     if env.main and cfg.bf16 == "auto":
         print(f"bf16=auto: {'bf16 autocast' if use_bf16 else 'float32'} on {env.device} "
@@ -486,14 +488,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
         t0, losses = time.time(), []
         for _ in range(steps_per_epoch):
             batch = next(batch_iter)
-            with autocast:
-                logits = net(batch["features"].to(env.device), batch["lengths"].to(env.device))
-            log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # [T, B, C]
-            input_lengths = (batch["lengths"] if cfg.ctc_true_lengths
-                             else torch.full_like(batch["lengths"], logits.shape[1]))
-            loss = F.ctc_loss(log_probs, batch["labels"].to(env.device), input_lengths,
-                              batch["label_lengths"], blank=cfg.charmap.blank, reduction="none",
-                              zero_infinity=False).mean()
+            loss = step_loss(net, batch, cfg, env.device, autocast)
             _check_finite(loss, step, epoch, batch["sequence_ids"], out, env)
             opt.zero_grad()
             loss.backward()
@@ -571,6 +566,54 @@ def bf16_enabled(setting: str, device: str) -> bool:
 
 def _one_thread(_: int) -> None:
     torch.set_num_threads(1)  # workers augment; the main process keeps the cores for the model
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, e.g. a container's or a job's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def loader_workers(setting: int, device: str, world: int = 1) -> int:
+    """DataLoader worker processes for `workers` = `setting`; -1 (auto): on a CPU one, since the
+    model takes every core and the loader's work is about 1% of a step there (a seed-base sample
+    costs about 1.6 ms to load and 300 ms to train on); on a GPU, every core of this process's
+    share but one (the one feeding the GPU), at most 16: a GPU trains seed-base at thousands of
+    samples/s, more than a dozen loader cores supply (`benchmarks/epoch.py` measures both)."""
+    if setting >= 0:
+        return setting
+    if not device.startswith("cuda"):
+        return 1
+    return max(1, min(16, available_cores() // max(1, world) - 1))
+
+
+def make_loader(samples: Samples, batches: "EpochBatches", cfg: Config, device: str, world: int = 1,
+                log=None) -> DataLoader:  # noqa: ANN001
+    """The training DataLoader: `batches` of `samples`, augmented and collated in worker
+    processes, padded to `max_len` (the seed's shapes) or to the batch's longest sample."""
+    workers = loader_workers(cfg.workers, device, world)
+    if log and cfg.workers < 0:
+        log(f"workers=auto: {workers} loader process{'es' if workers != 1 else ''} on {device} "
+            f"({available_cores()} cores available)")
+    pad_to = None if cfg.pad_to_batch else cfg.max_len
+    return DataLoader(samples, batch_sampler=batches, num_workers=workers,
+                      collate_fn=partial(collate, pad_to=pad_to, blank=cfg.charmap.blank), worker_init_fn=_one_thread,
+                      prefetch_factor=4 if workers else None, pin_memory=device.startswith("cuda"))
+
+
+def step_loss(net: torch.nn.Module, batch: dict, cfg: Config, device: str, autocast=nullcontext()) -> torch.Tensor:  # noqa: ANN001, B008
+    """The batch's mean CTC loss (SEED-SPEC 8): the network under `autocast`, the loss in float32;
+    CTC's input length is the padded length, as in the seed, or the real one (`ctc_true_lengths`)."""
+    non_blocking = device.startswith("cuda")
+    with autocast:
+        logits = net(batch["features"].to(device, non_blocking=non_blocking),
+                     batch["lengths"].to(device, non_blocking=non_blocking))
+    log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # [T, B, C]
+    input_lengths = batch["lengths"] if cfg.ctc_true_lengths else torch.full_like(batch["lengths"], logits.shape[1])
+    return F.ctc_loss(log_probs, batch["labels"].to(device, non_blocking=non_blocking), input_lengths,
+                      batch["label_lengths"], blank=cfg.charmap.blank, reduction="none", zero_infinity=False).mean()
 
 
 def _check_finite(loss: torch.Tensor, step: int, epoch: int, ids: list[int], out: Path, env: Distributed) -> None:
