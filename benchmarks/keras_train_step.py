@@ -77,7 +77,13 @@ def main() -> None:
     print(json.dumps({"step_s": statistics.median(times), "steps": [round(s, 3) for s in times],
                       "samples_per_s": a.batch / statistics.median(times),
                       "matmul_gflops": 2 * m * k * n / statistics.median(mm_times) / 1e9,
-                      "tensorflow": tf.__version__, "threads": a.threads}))
+                      "tensorflow": tf.__version__, "threads": a.threads, "allocator": allocator()}))
+
+
+def allocator() -> str:
+    """tcmalloc or jemalloc when preloaded, else the C library's malloc."""
+    maps = open("/proc/self/maps").read()
+    return next((name for name in ("tcmalloc", "jemalloc") if f"lib{name}" in maps), "glibc malloc")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/train_step.py --ab [--steps 5]
     .venv/bin/python benchmarks/train_step.py --keras [--steps 5]
     .venv/bin/python benchmarks/train_step.py --bf16 [--steps 3]
+    .venv/bin/python benchmarks/train_step.py --profile
 
 Times full optimiser steps (forward, CTC loss, backward, RAdam + Lookahead) on a padded batch
 (lengths drawn between a third of T and T, zeros after, as the loader pads) and prints the
@@ -27,6 +28,13 @@ AVX512_BF16 or AMX the CPU emulates bf16, which is why `bf16=auto` leaves it off
 
 from __future__ import annotations
 
+import sys
+
+from aslfr.memory import restart_with_allocator
+
+if __name__ == "__main__":  # run with the allocator `aslfr train` runs with (aslfr.memory), before torch loads
+    restart_with_allocator([__file__, *sys.argv[1:]])
+
 import argparse
 import dataclasses
 import os
@@ -39,6 +47,7 @@ import torch.nn.functional as F
 from machine import cpu_flags, sgemm_gflops
 
 from aslfr.config import preset
+from aslfr.memory import allocator_in_use
 from aslfr.model import FingerspellingModel, flops_per_sequence
 from aslfr.optim import Lookahead, RAdam
 from aslfr.vocab import BLANK
@@ -84,13 +93,36 @@ def keras_step(a: argparse.Namespace, threads: int) -> dict:
     if not python.is_file():
         sys.exit("--keras needs the converter environment (make tools)")
     here = Path(__file__).resolve().parent
+    tf_env = dict(os.environ)
+    if a.keras_allocator == "system":  # TensorFlow as it is installed: the C library's malloc
+        for key in ("LD_PRELOAD", "MALLOC_CONF"):
+            tf_env.pop(key, None)
     run = subprocess.run([str(python), str(here / "keras_train_step.py"), "--stages", str(preset(a.preset).stages),
                           "--batch", str(a.batch), "--frames", str(a.frames), "--steps", str(a.steps),
                           "--threads", str(threads)], capture_output=True, text=True, cwd=here,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""})
+                         env={**tf_env, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""})
     if run.returncode != 0:
         sys.exit(f"keras_train_step.py failed:\n{run.stderr[-3000:]}")
     return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def profile_step(trainer: Trainer, x: torch.Tensor, labels: torch.Tensor, label_lengths: torch.Tensor) -> None:
+    """One step under torch.profiler after a warm-up step: each op's own CPU time and share, the
+    matmuls' together, and the time outside any op (Python, the allocator's page faults)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer.step(x, labels, label_lengths)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        wall = trainer.step(x, labels, label_lengths)
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops) / 1e6
+    matmul = sum(e.self_cpu_time_total for e in ops if e.key in ("aten::mm", "aten::addmm", "aten::bmm")) / 1e6
+    print(f"one step: {wall:.2f} s wall; the ops' own CPU time {total:.2f} s, of which matmuls (mm, addmm, bmm) "
+          f"{matmul:.2f} s ({matmul / total:.0%})")
+    print("| op | own time, s | share | calls |")
+    print("|---|---|---|---|")
+    for e in ops[:15]:
+        print(f"| {e.key} | {e.self_cpu_time_total / 1e6:.3f} | {e.self_cpu_time_total / 1e6 / total:.1%} | {e.count} |")
 
 
 def main() -> None:
@@ -102,6 +134,9 @@ def main() -> None:
     ap.add_argument("--ab", action="store_true", help="the seed's masked, grouped BatchNorm against plain BatchNorm")
     ap.add_argument("--keras", action="store_true", help="also time the TensorFlow/Keras build's training step")
     ap.add_argument("--bf16", action="store_true", help="float32 steps against bf16-autocast steps")
+    ap.add_argument("--keras-allocator", choices=["system", "same"], default="system",
+                    help="TensorFlow with the C library's malloc (as installed) or this process's allocator")
+    ap.add_argument("--profile", action="store_true", help="where a step's time goes, per op (torch.profiler)")
     a = ap.parse_args()
     torch.manual_seed(0)
     cfg = preset(a.preset)
@@ -109,7 +144,7 @@ def main() -> None:
     labels = torch.randint(0, BLANK, (a.batch, 64))
     label_lengths = torch.full((a.batch,), 20)
     print(f"{a.preset}, batch {a.batch}, T={a.frames}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"CPU: {cpu_flags()}")
+    print(f"CPU: {cpu_flags()}; memory allocator: {allocator_in_use()}")
     flops = 3 * flops_per_sequence(cfg, a.frames) * a.batch
     if a.bf16:
         from aslfr.train import native_bf16
@@ -143,6 +178,9 @@ def main() -> None:
         print(f"cost of the seed's masking and grouping: {s / p - 1:+.1%} of a step (goal: at most +5%)")
         return
     trainer = Trainer(cfg)
+    if a.profile:
+        profile_step(trainer, x, labels, label_lengths)
+        return
     times = [trainer.step(x, labels, label_lengths) for _ in range(a.steps + 1)][1:]
     step = statistics.median(times)
     print(f"median step: {step:.2f} s over {a.steps} steps")
@@ -153,7 +191,7 @@ def main() -> None:
     if a.keras:
         keras = keras_step(a, torch.get_num_threads())
         best["TensorFlow"] = keras["matmul_gflops"]
-        print(f"TensorFlow/Keras {keras['tensorflow']} (graph mode, no XLA), same batch: median step "
+        print(f"TensorFlow/Keras {keras['tensorflow']} (graph mode, no XLA; {keras['allocator']}), same batch: median step "
               f"{keras['step_s']:.2f} s ({', '.join(map(str, keras['steps']))}), {keras['samples_per_s']:.2f} samples/s, "
               f"{flops / keras['step_s'] / 1e9:.1f} GFLOP/s")
         print(f"PyTorch / TensorFlow: {keras['step_s'] / step:.2f}x the TensorFlow build's samples/s")

@@ -356,7 +356,7 @@ def entry() -> int:
         from aslfr.memory import restart_with_allocator
 
         try:
-            restart_with_allocator(argv)
+            restart_with_allocator(["-m", "aslfr", *argv])
         except ValueError as e:
             print(f"aslfr {argv[0]}: error: {e}", file=sys.stderr)
             return 2

@@ -86,9 +86,9 @@ def allocator_environment(choice: str | None = None) -> dict[str, str] | None:
     return {"LD_PRELOAD": preload, _ACTIVE: name, **SETTINGS[name]}
 
 
-def restart_with_allocator(argv: list[str]) -> None:
-    """Start this command again (same process id, same arguments) with a caching allocator when
-    one is installed and not yet in use; otherwise switch on PyTorch's huge pages for large
+def restart_with_allocator(command: list[str]) -> None:
+    """Start this program again as `python COMMAND...` (same process id) with a caching allocator
+    when one is installed and not yet in use; otherwise switch on PyTorch's huge pages for large
     tensors (before torch allocates anything) and return. Only Linux restarts."""
     if os.environ.get(_ACTIVE) or not sys.platform.startswith("linux"):
         return
@@ -99,4 +99,4 @@ def restart_with_allocator(argv: list[str]) -> None:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "aslfr", *argv], {**os.environ, **env})
+    os.execve(sys.executable, [sys.executable, *command], {**os.environ, **env})
