@@ -580,8 +580,9 @@ def loader_workers(setting: int, device: str, world: int = 1) -> int:
     """DataLoader worker processes for `workers` = `setting`; -1 (auto): on a CPU one, since the
     model takes every core and the loader's work is about 1% of a step there (a seed-base sample
     costs about 1.6 ms to load and 300 ms to train on); on a GPU, every core of this process's
-    share but one (the one feeding the GPU), at most 16: a GPU trains seed-base at thousands of
-    samples/s, more than a dozen loader cores supply (`benchmarks/epoch.py` measures both)."""
+    share but one (the one feeding the GPU), at most 16: a GPU can train seed-base at thousands of
+    samples/s, which takes several loader cores at 300-600 samples/s each (`benchmarks/epoch.py`
+    measures both)."""
     if setting >= 0:
         return setting
     if not device.startswith("cuda"):
