@@ -1,0 +1,57 @@
+"""float32 matmul at the network's shapes: PyTorch's BLAS (MKL in the CPU build) against oneDNN.
+
+    .venv/bin/python benchmarks/matmul.py [--batch 32] [--frames 380]
+
+Times `F.linear` (what the model's Linear layers call: MKL's SGEMM in the CPU build) and oneDNN's
+linear (`mkldnn_linear` on oneDNN tensors, and `_linear_pointwise` on plain ones) on the two
+fully connected shapes of a seed-base conv block ([B x T, 384] -> 768 and back), alternating call by call,
+medians of 15 after 2 rounds, with torch's current threads, and prints GFLOP/s beside the CPU's flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from machine import cpu_flags
+
+
+def alternating(fns: dict, flops: float, runs: int = 15) -> dict[str, float]:  # noqa: ANN001
+    """GFLOP/s of each of `fns`, timed in turn call by call (so a change in the shared machine's
+    speed hits all of them alike): medians of `runs` after 2 untimed rounds."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(runs + 2):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            if r >= 2:
+                times[k].append(time.perf_counter() - t)
+    return {k: flops / statistics.median(v) / 1e9 for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--frames", type=int, default=380)
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    rows = a.batch * a.frames
+    print(f"CPU: {cpu_flags()}; {torch.get_num_threads()} threads; torch {torch.__version__}")
+    for name, (k, n) in {"expand 384 -> 768": (384, 768), "project 768 -> 384": (768, 384)}.items():
+        x, w, b = torch.randn(rows, k), torch.randn(n, k), torch.randn(n)
+        xm, wm = x.to_mkldnn(), w.to_mkldnn()
+        flops = 2 * rows * k * n
+        r = alternating({"blas": lambda: F.linear(x, w, b),
+                         "onednn": lambda: torch._C._nn.mkldnn_linear(xm, wm, None),
+                         "pointwise": lambda: torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")}, flops)
+        blas, onednn, pointwise = r["blas"], r["onednn"], r["pointwise"]
+        print(f"[{rows}, {k}] x [{k}, {n}] ({name}): F.linear (BLAS) {blas:.0f} GFLOP/s; oneDNN mkldnn_linear "
+              f"{onednn:.0f}, _linear_pointwise {pointwise:.0f} ({max(onednn, pointwise) / blas:.2f}x BLAS)")
+
+
+if __name__ == "__main__":
+    main()
