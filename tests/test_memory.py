@@ -80,3 +80,27 @@ def test_loader_workers_auto_follows_the_device(monkeypatch: pytest.MonkeyPatch)
     assert loader_workers(-1, "cuda") == 16
     with pytest.raises(ValueError, match="workers"):
         Config().override(["workers=-2"]).check()
+
+
+def test_worker_batches_are_collated_in_shared_memory_and_match_the_main_process(
+        prepared_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker collates straight into shared memory (so sending the batch to the trainer copies
+    nothing); the batches are the ones the main process builds itself."""
+    import numpy as np
+    import torch
+
+    from aslfr.train import EpochBatches, Samples, collate, make_loader
+
+    cfg = preset("demo").override([*TINY, "batch_size=4"])
+    samples = Samples(prepared_dir, cfg, train=True)
+    indices = np.arange(12)
+    loaded = {}
+    for workers in (0, 1):
+        loader = make_loader(samples, EpochBatches(indices, 4, cfg.seed, 0, 1), cfg.override([f"workers={workers}"]), "cpu")
+        loaded[workers] = list(loader)
+    items = [samples[(0, i)] for i in range(4)]
+    assert not collate(items, 64, cfg.charmap.blank)["features"].is_shared()  # the main process: plain memory
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())
+    assert collate(items, 64, cfg.charmap.blank)["features"].is_shared()  # a worker: shared memory
+    for a, b in zip(loaded[0], loaded[1]):
+        assert torch.equal(a["features"], b["features"]) and torch.equal(a["labels"], b["labels"])
