@@ -51,9 +51,8 @@ from aslfr.config import preset
 from aslfr.data.shards import ShardDataset
 from aslfr.memory import allocator_in_use
 from aslfr.model import FingerspellingModel, flops_per_sequence
-from aslfr.optim import Lookahead, RAdam
 from aslfr.train import (EpochBatches, Samples, available_cores, bf16_enabled, collate, loader_workers, make_loader,
-                         select_samples, step_loss)
+                         make_optimizer, select_samples, step_loss)
 
 #: SEED-SPEC 8: samples per epoch, and seconds per epoch on the seed's TPU v2-8
 SEED_EPOCH = {"seed-base": (48_627, 300, 32.0), "seed-final": (59_884, 1_500, 44.0)}
@@ -116,8 +115,7 @@ def main() -> None:
     samples = Samples(data, cfg, train=True)
     torch.manual_seed(cfg.seed)
     model = FingerspellingModel(cfg, batches.per_epoch).to(device).train()
-    opt = Lookahead(RAdam(model.parameters(), lr=cfg.lr, eps=1e-7, threshold=cfg.radam_threshold),
-                    cfg.lookahead_steps, cfg.lookahead_alpha)
+    opt = make_optimizer(model, cfg)
     net = torch.compile(model) if a.compile else model
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if use_bf16 else nullcontext()
     loader = make_loader(samples, batches, cfg, device)

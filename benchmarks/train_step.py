@@ -49,7 +49,7 @@ from machine import cpu_flags, sgemm_gflops
 from aslfr.config import preset
 from aslfr.memory import allocator_in_use
 from aslfr.model import FingerspellingModel, flops_per_sequence
-from aslfr.optim import Lookahead, RAdam
+from aslfr.train import make_optimizer
 from aslfr.vocab import BLANK
 
 
@@ -66,7 +66,7 @@ class Trainer:
         self.model = FingerspellingModel(cfg).train()
         if state is not None:
             self.model.load_state_dict(state)
-        self.opt = Lookahead(RAdam(self.model.parameters(), lr=1e-3, threshold=cfg.radam_threshold))
+        self.opt = make_optimizer(self.model, cfg)  # the training command's
 
     def step(self, x: torch.Tensor, labels: torch.Tensor, label_lengths: torch.Tensor, bf16: bool = False) -> float:
         t = time.perf_counter()
@@ -117,8 +117,9 @@ def profile_step(trainer: Trainer, x: torch.Tensor, labels: torch.Tensor, label_
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in ops) / 1e6
     matmul = sum(e.self_cpu_time_total for e in ops if e.key in ("aten::mm", "aten::addmm", "aten::bmm")) / 1e6
-    print(f"one step: {wall:.2f} s wall; the ops' own CPU time {total:.2f} s, of which matmuls (mm, addmm, bmm) "
-          f"{matmul:.2f} s ({matmul / total:.0%})")
+    print(f"one step: {wall:.2f} s wall; the ops' own time {total:.2f} s, of which matmuls (mm, addmm, bmm) "
+          f"{matmul:.2f} s ({matmul / total:.0%}); outside any op {max(0.0, wall - total):.2f} s "
+          f"({max(0.0, wall - total) / wall:.1%} of the wall time)")
     print("| op | own time, s | share | calls |")
     print("|---|---|---|---|")
     for e in ops[:15]:
@@ -140,6 +141,10 @@ def main() -> None:
     a = ap.parse_args()
     torch.manual_seed(0)
     cfg = preset(a.preset)
+    try:
+        cfg.override([f"batch_size={a.batch}"]).check()
+    except ValueError as e:
+        sys.exit(f"--batch {a.batch}: {e}")
     x, _ = padded_batch(a.batch, a.frames)
     labels = torch.randint(0, BLANK, (a.batch, 64))
     label_lengths = torch.full((a.batch,), 20)

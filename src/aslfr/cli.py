@@ -22,11 +22,10 @@ def _synth(a: argparse.Namespace) -> None:
 def _prepare(a: argparse.Namespace) -> None:
     from aslfr.data.prepare import describe, prepare
 
+    from aslfr.data.kaggle import dataset_charmap
     from aslfr.vocab import CharacterMap
 
-    default = a.data_dir / "character_to_prediction_index.json"  # the dataset's own map, if it has one
-    charmap = CharacterMap.load(a.characters) if a.characters else (CharacterMap.load(default) if default.is_file()
-                                                                     else None)
+    charmap = CharacterMap.load(a.characters) if a.characters else dataset_charmap(a.data_dir)
     print(describe(prepare(a.data_dir, a.out_dir, supplemental=a.supplemental, workers=a.workers,
                            characters=charmap)))
 

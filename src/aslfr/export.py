@@ -22,7 +22,7 @@ import torch
 from aslfr.data.shards import atomic_write, write_json
 from aslfr.inference import N_COLUMNS, build
 from aslfr.landmarks import SELECTED_COLUMNS
-from aslfr.vocab import COMPETITION, CharacterMap
+from aslfr.vocab import CHARMAP_KEY, COMPETITION, CharacterMap
 
 TFLITE_VARIANTS = ("float32", "float16", "int8")
 MAX_EXPORT_FRAMES = 100_000
@@ -81,9 +81,6 @@ def convert_tflite(onnx_path: Path, out_dir: Path) -> dict[str, Path]:
     if run.returncode != 0:
         raise ExportError(f"TFLite conversion of {onnx_path} failed:\n{run.stderr[-3000:]}")
     return {v: out_dir / f"model_{v}.tflite" for v in TFLITE_VARIANTS}
-
-
-CHARMAP_KEY = "character_to_prediction_index"
 
 
 def write_submission(tflite: Path, out: Path, charmap: CharacterMap = COMPETITION) -> Path:

@@ -90,12 +90,12 @@ def restart_with_allocator(command: list[str]) -> None:
     """Start this program again as `python COMMAND...` (same process id) with a caching allocator
     when one is installed and not yet in use; otherwise switch on PyTorch's huge pages for large
     tensors (before torch allocates anything) and return. Only Linux restarts."""
-    if os.environ.get(_ACTIVE) or not sys.platform.startswith("linux"):
-        return
-    if os.environ.get("ASLFR_ALLOCATOR") != "system":
-        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    if os.environ.get(_ACTIVE) or not sys.platform.startswith("linux") or allocator_in_use() in LIBRARIES:
+        return  # restarted already, or started with one preloaded
     env = allocator_environment()
-    if env is None or "torch" in sys.modules and allocator_in_use() in LIBRARIES:
+    if env is None:
+        if os.environ.get("ASLFR_ALLOCATOR") != "system":
+            os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
         return
     sys.stdout.flush()
     sys.stderr.flush()

@@ -38,7 +38,7 @@ import numpy as np
 
 from aslfr.config import Config, preset
 from aslfr.data.shards import write_json
-from aslfr.vocab import COMPETITION, CharacterMap
+from aslfr.vocab import CharacterMap
 
 STAGES = ["prepare", "base", "score", "final", "control", "export", "evaluate", "report"]
 PIPELINE_PRESETS = {"demo": ("demo-base", "demo-final"), "seed": ("seed-base", "seed-final")}
@@ -61,8 +61,9 @@ class PipelineSettings:
     def charmap(self) -> CharacterMap:
         """The dataset's own character map (its character_to_prediction_index.json), else the
         competition's."""
-        path = Path(self.data) / "character_to_prediction_index.json"
-        return CharacterMap.load(path) if path.is_file() else COMPETITION
+        from aslfr.data.kaggle import dataset_charmap
+
+        return dataset_charmap(self.data)
 
     def configs(self) -> tuple[Config, Config]:
         if self.preset not in PIPELINE_PRESETS:

@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 
 from aslfr.landmarks import LANDMARK_COLUMNS, SELECTED_COLUMNS
-from aslfr.vocab import COMPETITION, CharacterMap
+from aslfr.vocab import CHARMAP_KEY, COMPETITION, CharacterMap
 
 #: Re-decoding twice a second: the seed-final export takes about 130 ms an update at its
 #: maximum frames on one core of the development machine (benchmarks/live.py), a quarter of a core.
@@ -74,7 +74,7 @@ class ExportedModel:
             if session.get_inputs()[0].name != "inputs" or shape[-1] != len(self.columns):
                 raise ValueError(f"{path}: expected an input 'inputs' of [T, {len(self.columns)}]; the model has "
                                  f"{session.get_inputs()[0].name!r} {shape}")
-            meta = session.get_modelmeta().custom_metadata_map.get("character_to_prediction_index")
+            meta = session.get_modelmeta().custom_metadata_map.get(CHARMAP_KEY)
             self.charmap = CharacterMap.from_mapping(json.loads(meta), f"{path}") if meta else COMPETITION
             self._run = lambda x: session.run(None, {"inputs": x})[0]
         else:

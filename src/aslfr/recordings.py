@@ -17,7 +17,6 @@ and the others go on. What comes out is checked as `prepare` checks its input.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import tempfile
@@ -31,7 +30,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from aslfr.data.kaggle import DataError, check_landmark_schema, csv_rows, read_landmarks
-from aslfr.data.shards import write_json
+from aslfr.data.shards import write_csv, write_json
 from aslfr.landmarks import LANDMARK_COLUMNS
 from aslfr.recognizer import VIDEO_SUFFIXES
 from aslfr.vocab import CharacterMap
@@ -162,24 +161,15 @@ def build_dataset(root: str | Path, phrases: str | Path, out: str | Path, worker
     if not done:
         raise DataError(f"{out}: no recording could be used ({len(failures)} failed; first: "
                         f"{next(iter(failures.items()))[0]}: {next(iter(failures.values()))})")
-    _write_rows(out / "train.csv", ["path", "file_id", "sequence_id", "participant_id", "phrase"],
+    write_csv(out / "train.csv", ["path", "file_id", "sequence_id", "participant_id", "phrase"],
                 [(f"train_landmarks/{r.sequence_id}.parquet", r.sequence_id, r.sequence_id, r.participant_id, r.phrase)
                  for r in done])
-    _write_rows(out / "failures.csv", ["file", "reason"], sorted(failures.items()))
-    _write_rows(out / "recordings.csv", ["file", "sequence_id", "participant", "participant_id"],
+    write_csv(out / "failures.csv", ["file", "reason"], sorted(failures.items()))
+    write_csv(out / "recordings.csv", ["file", "sequence_id", "participant", "participant_id"],
                 [(r.file, r.sequence_id, r.participant, r.participant_id) for r in done])
     charmap.save(out / "character_to_prediction_index.json")
     return {"recordings": len(recordings), "written": len(done), "failed": len(failures),
             "failures": failures, "characters": len(charmap)}
-
-
-def _write_rows(path: Path, header: list[str], rows: list[tuple]) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    tmp.replace(path)
 
 
 __all__ = ["build_dataset", "read_phrases"]

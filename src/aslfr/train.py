@@ -431,8 +431,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
     model = FingerspellingModel(cfg, steps_per_epoch).to(env.device)
     # Lookahead copies its slow weights here, before DDP would broadcast rank 0's: they agree
     # across processes only because every process drew the same initial weights above
-    opt = Lookahead(RAdam(model.parameters(), lr=cfg.lr, eps=1e-7, threshold=cfg.radam_threshold),
-                    cfg.lookahead_steps, cfg.lookahead_alpha)
+    opt = make_optimizer(model, cfg)
     if env.rank:
         torch.manual_seed(cfg.seed + env.rank)  # each process its own dropout draws
     first_epoch, step = 0, 0
@@ -602,6 +601,13 @@ def make_loader(samples: Samples, batches: "EpochBatches", cfg: Config, device: 
     return DataLoader(samples, batch_sampler=batches, num_workers=workers,
                       collate_fn=partial(collate, pad_to=pad_to, blank=cfg.charmap.blank), worker_init_fn=_one_thread,
                       prefetch_factor=4 if workers else None, pin_memory=device.startswith("cuda"))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Config) -> Lookahead:
+    """SEED-SPEC 8: RAdam (eps 1e-7, rectified from an SMA length of `radam_threshold`) inside
+    Lookahead; the learning rate is set per epoch by the loop."""
+    return Lookahead(RAdam(model.parameters(), lr=cfg.lr, eps=1e-7, threshold=cfg.radam_threshold),
+                     cfg.lookahead_steps, cfg.lookahead_alpha)
 
 
 def step_loss(net: torch.nn.Module, batch: dict, cfg: Config, device: str, autocast=nullcontext()) -> torch.Tensor:  # noqa: ANN001, B008

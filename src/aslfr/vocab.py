@@ -23,6 +23,10 @@ N_CLASSES = N_CHARS + 1  # 60
 MAX_PHRASE = 64  # labels are padded to this length
 
 
+#: where an exported model with another map carries it (ONNX metadata, inference_args.json)
+CHARMAP_KEY = "character_to_prediction_index"
+
+
 class CharacterMap:
     """Tokens in index order; `blank` = their number; `n_classes` = blank + 1 (the model's outputs)."""
 

@@ -35,6 +35,15 @@ class SequenceInfo:
     source: str  # "train" or "supplemental"
 
 
+def dataset_charmap(data_dir: str | Path):  # noqa: ANN201 - a CharacterMap
+    """A Kaggle-layout dataset's own character map (its character_to_prediction_index.json),
+    else the competition's."""
+    from aslfr.vocab import COMPETITION, CharacterMap
+
+    path = Path(data_dir) / "character_to_prediction_index.json"
+    return CharacterMap.load(path) if path.is_file() else COMPETITION
+
+
 def csv_rows(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
     """The rows of a UTF-8 csv file that must have the `required` columns (one line naming the
     file and what is missing otherwise)."""

@@ -20,8 +20,10 @@ of a sequence is one contiguous copy, and the statistics' sums run along contigu
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,16 @@ def atomic_write(path: Path, write) -> None:  # noqa: ANN001 - write(tmp_path) c
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_csv(path: Path, header: list[str], rows: Iterable[Sequence]) -> None:
+    """A UTF-8 csv file with `header`, written through a temporary name."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+    atomic_write(Path(path), write)
 
 
 class ShardDataset:

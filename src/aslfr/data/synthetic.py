@@ -12,7 +12,6 @@ planted corrupt samples (no hand, or the landmarks of a different phrase) listed
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -24,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from aslfr.data.shards import write_csv
 from aslfr.landmarks import LANDMARK_COLUMNS, PARTS
 from aslfr.vocab import CHAR_TO_INDEX, CHARACTERS, COMPETITION, CharacterMap
 
@@ -617,8 +617,8 @@ def synthesize(out_dir: str | Path, sequences: int = 1000, participants: int = 1
     header = ["path", "file_id", "sequence_id", "participant_id", "phrase"]
     for name, fname in (("train", "train.csv"), ("supplemental", "supplemental_metadata.csv")):
         if rows[name]:
-            _write_csv(out / fname, header, [r[:5] for r in rows[name]])
-    _write_csv(out / "corruptions.csv", ["sequence_id", "kind"],
+            write_csv(out / fname, header, [r[:5] for r in rows[name]])
+    write_csv(out / "corruptions.csv", ["sequence_id", "kind"],
                [(r[2], r[5]) for r in rows["train"] if r[5]])
     if charmap.is_competition:  # byte for byte as before
         (out / "character_to_prediction_index.json").write_text(json.dumps(CHAR_TO_INDEX, indent=1))
@@ -639,12 +639,3 @@ class _Inline:
 
     def map(self, fn, items):  # noqa: ANN001 - mirrors Executor.map
         return map(fn, items)
-
-
-def _write_csv(path: Path, header: list[str], rows: list[tuple]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
