@@ -51,8 +51,9 @@ from aslfr.config import preset
 from aslfr.data.shards import ShardDataset
 from aslfr.memory import allocator_in_use
 from aslfr.model import FingerspellingModel, flops_per_sequence
-from aslfr.train import (EpochBatches, Samples, available_cores, bf16_enabled, collate, loader_workers, make_loader,
-                         make_optimizer, select_samples, step_loss)
+from aslfr.hardware import available_cores, bf16_enabled
+from aslfr.train import (EpochBatches, Samples, collate, loader_workers, make_loader, make_optimizer, select_samples,
+                         step_loss)
 
 #: SEED-SPEC 8: samples per epoch, and seconds per epoch on the seed's TPU v2-8
 SEED_EPOCH = {"seed-base": (48_627, 300, 32.0), "seed-final": (59_884, 1_500, 44.0)}

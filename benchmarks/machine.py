@@ -24,15 +24,6 @@ def sgemm_gflops(m: int, k: int, n: int, runs: int = 10, warmup: int = 2) -> flo
 
 def cpu_flags() -> str:
     """The CPU model and the vector and matrix extensions that decide float32, bf16 and int8 speed."""
-    import platform
+    from aslfr.hardware import describe_cpu
 
-    from aslfr.train import cpu_flags as read_flags
-
-    model, flags = platform.processor() or platform.machine(), read_flags()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni"]
-    return f"{model}; " + " ".join(f for f in wanted if f in flags) + " (of " + " ".join(wanted) + ")"
+    return describe_cpu()

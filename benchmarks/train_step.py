@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/train_step.py --ab [--steps 5]
     .venv/bin/python benchmarks/train_step.py --keras [--steps 5]
     .venv/bin/python benchmarks/train_step.py --bf16 [--steps 3]
-    .venv/bin/python benchmarks/train_step.py --profile
+    .venv/bin/python benchmarks/train_step.py --profile [--bf16]
+    .venv/bin/python benchmarks/train_step.py --matmul [--steps 5]
 
 Times full optimiser steps (forward, CTC loss, backward, RAdam + Lookahead) on a padded batch
 (lengths drawn between a third of T and T, zeros after, as the loader pads) and prints the
@@ -20,6 +21,10 @@ masking and grouping cost.
 (`keras_train_step.py`, in the converter environment) on the same batch shape and thread count,
 and prints the ratio; the float32 limit is then the best matmul rate either library reaches at
 the network's shape.
+
+`--matmul` alternates steps on PyTorch's BLAS alone (`ASLFR_MATMUL=blas`, PyTorch's default)
+with steps on the kernels `aslfr.kernels` measured fastest here (what training runs with), and
+prints both, the ratio and the kernels chosen.
 
 `--bf16` alternates float32 steps with bf16-autocast steps (float32 weights and loss, what
 `--set bf16=true` trains with) and prints the ratio beside the CPU's bf16 extensions: without
@@ -106,18 +111,23 @@ def keras_step(a: argparse.Namespace, threads: int) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def profile_step(trainer: Trainer, x: torch.Tensor, labels: torch.Tensor, label_lengths: torch.Tensor) -> None:
+#: the ops that are matrix products: BLAS's, and oneDNN's that aslfr.kernels chooses where faster
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "mkldnn::_linear_pointwise", "aten::mkldnn_linear_backward_weights")
+
+
+def profile_step(trainer: Trainer, x: torch.Tensor, labels: torch.Tensor, label_lengths: torch.Tensor,
+                 bf16: bool = False) -> None:
     """One step under torch.profiler after a warm-up step: each op's own CPU time and share, the
     matmuls' together, and the time outside any op (Python, the allocator's page faults)."""
     from torch.profiler import ProfilerActivity, profile
 
-    trainer.step(x, labels, label_lengths)
+    trainer.step(x, labels, label_lengths, bf16=bf16)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        wall = trainer.step(x, labels, label_lengths)
+        wall = trainer.step(x, labels, label_lengths, bf16=bf16)
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in ops) / 1e6
-    matmul = sum(e.self_cpu_time_total for e in ops if e.key in ("aten::mm", "aten::addmm", "aten::bmm")) / 1e6
-    print(f"one step: {wall:.2f} s wall; the ops' own time {total:.2f} s, of which matmuls (mm, addmm, bmm) "
+    matmul = sum(e.self_cpu_time_total for e in ops if e.key in MATMUL_OPS) / 1e6
+    print(f"one step: {wall:.2f} s wall; the ops' own time {total:.2f} s, of which matmuls ({', '.join(MATMUL_OPS)}) "
           f"{matmul:.2f} s ({matmul / total:.0%}); outside any op {max(0.0, wall - total):.2f} s "
           f"({max(0.0, wall - total) / wall:.1%} of the wall time)")
     print("| op | own time, s | share | calls |")
@@ -137,6 +147,8 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="float32 steps against bf16-autocast steps")
     ap.add_argument("--keras-allocator", choices=["system", "same"], default="system",
                     help="TensorFlow with the C library's malloc (as installed) or this process's allocator")
+    ap.add_argument("--matmul", action="store_true",
+                    help="BLAS alone against the matmul kernels measured fastest here (aslfr.kernels)")
     ap.add_argument("--profile", action="store_true", help="where a step's time goes, per op (torch.profiler)")
     a = ap.parse_args()
     torch.manual_seed(0)
@@ -151,8 +163,11 @@ def main() -> None:
     print(f"{a.preset}, batch {a.batch}, T={a.frames}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"CPU: {cpu_flags()}; memory allocator: {allocator_in_use()}")
     flops = 3 * flops_per_sequence(cfg, a.frames) * a.batch
+    if a.profile:  # --profile --bf16: a bf16-autocast step
+        profile_step(Trainer(cfg), x, labels, label_lengths, bf16=a.bf16)
+        return
     if a.bf16:
-        from aslfr.train import native_bf16
+        from aslfr.hardware import native_bf16
 
         trainer = Trainer(cfg)
         times = {"float32": [], "bf16": []}
@@ -164,6 +179,24 @@ def main() -> None:
         f, b = statistics.median(times["float32"]), statistics.median(times["bf16"])
         print(f"float32: median step {f:.2f} s; bf16 autocast: {b:.2f} s; bf16 is {f / b:.2f}x float32's speed; "
               f"native bf16 on this CPU: {native_bf16('cpu')} (bf16=auto uses it only then)")
+        return
+    if a.matmul:
+        from aslfr.kernels import CHOOSER, ENV
+
+        trainer = Trainer(cfg)
+        times = {"blas": [], "auto": []}
+        for i in range(a.steps + 1):
+            for name in ("blas", "auto") if i % 2 else ("auto", "blas"):
+                os.environ[ENV] = name
+                t = trainer.step(x, labels, label_lengths)
+                if i:  # the first round warms up, and measures the kernels where they are not cached
+                    times[name].append(t)
+        os.environ[ENV] = "auto"
+        b, k = statistics.median(times["blas"]), statistics.median(times["auto"])
+        print(f"BLAS alone: median step {b:.2f} s, {a.batch / b:.2f} samples/s ({', '.join(f'{t:.2f}' for t in times['blas'])})")
+        print(f"measured kernels: median step {k:.2f} s, {a.batch / k:.2f} samples/s "
+              f"({', '.join(f'{t:.2f}' for t in times['auto'])}); {b / k:.2f}x BLAS alone")
+        print(f"matmul kernels: {CHOOSER.summary()}")
         return
     if a.ab:
         seed = Trainer(cfg)
@@ -183,12 +216,11 @@ def main() -> None:
         print(f"cost of the seed's masking and grouping: {s / p - 1:+.1%} of a step (goal: at most +5%)")
         return
     trainer = Trainer(cfg)
-    if a.profile:
-        profile_step(trainer, x, labels, label_lengths)
-        return
     times = [trainer.step(x, labels, label_lengths) for _ in range(a.steps + 1)][1:]
     step = statistics.median(times)
-    print(f"median step: {step:.2f} s over {a.steps} steps")
+    from aslfr.kernels import CHOOSER
+
+    print(f"median step: {step:.2f} s over {a.steps} steps; matmul kernels: {CHOOSER.summary()}")
     print(f"throughput: {a.batch / step:.2f} samples/s")
     print(f"achieved: {flops / step / 1e9:.1f} GFLOP/s ({flops / a.batch / 1e9:.1f} GFLOPs per sample, forward + backward)")
     peak = sgemm_gflops(a.batch * a.frames, cfg.dim, cfg.dim * cfg.expand)  # the network's own shape

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
 import csv
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The matmul kernels' choices (aslfr.kernels) are cached per machine: the suite keeps its own,
+# shared by every process it starts, and leaves the user's alone.
+os.environ.setdefault("ASLFR_CACHE_DIR", tempfile.mkdtemp(prefix="aslfr-test-cache-"))
 
 from aslfr.data.prepare import prepare
 from aslfr.data.synthetic import synthesize
@@ -33,9 +39,15 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
+# Float32 unless a test says otherwise: the demo preset's bf16=auto would turn bf16 autocast on
+# where the CPU has native bf16 (AVX512_BF16, AMX) and off elsewhere, and a test that compares
+# numbers across runs, processes or runtimes must test the same precision on every machine.
+FLOAT32 = "bf16=false"
+BF16 = "bf16=true"  # autocast; emulated (slow, but the same arithmetic) on a CPU without native bf16
 TINY = ["dim=32", "heads=2", "stages=1", "kernel_sizes=5,3", "batch_size=8", "epochs=3",
         "eval_every=1", "checkpoint_every=1", "workers=0", "max_len=64", "warmup_epochs=1",
-        "lr=3e-3", "lookahead_alpha=0.5"]  # the tests exercise Lookahead, which the demo preset turns off
+        "lr=3e-3", "lookahead_alpha=0.5",  # the tests exercise Lookahead, which the demo preset turns off
+        FLOAT32]
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,11 @@ import aslfr.memory as memory
 from aslfr.config import Config, preset
 from aslfr.train import loader_workers
 
-from conftest import TINY
+from conftest import BF16, FLOAT32, TINY
 
 
-def _train(data: Path, out: Path, env: dict) -> tuple[str, list[dict]]:
-    sets = sum((["--set", s] for s in [*TINY, "epochs=1"]), [])
+def _train(data: Path, out: Path, env: dict, precision: str = FLOAT32) -> tuple[str, list[dict]]:
+    sets = sum((["--set", s] for s in [*TINY, "epochs=1", precision]), [])
     run = subprocess.run([sys.executable, "-m", "aslfr", "train", "--preset", "demo", "--data", str(data),
                           "--out", str(out), *sets], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
@@ -26,13 +26,17 @@ def _train(data: Path, out: Path, env: dict) -> tuple[str, list[dict]]:
     return run.stdout, rows
 
 
-def test_train_restarts_with_the_installed_allocator_and_learns_the_same(prepared_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("precision", [FLOAT32, BF16], ids=["float32", "bf16"])
+def test_train_restarts_with_the_installed_allocator_and_learns_the_same(prepared_dir: Path, tmp_path: Path,
+                                                                         precision: str) -> None:
+    """The same metrics, to the bit, with and without the restart, in float32 and under bf16
+    autocast (native or emulated by the CPU)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ASLFR_ALLOCATOR", "THP_MEM"))}
-    out, rows = _train(prepared_dir, tmp_path / "default", env)
+    out, rows = _train(prepared_dir, tmp_path / "default", env, precision)
     found = memory.find_allocator()
     expected = found[0] if found else "glibc malloc with transparent huge pages for large tensors"
     assert f"memory allocator: {expected}\n" in out
-    plain_out, plain_rows = _train(prepared_dir, tmp_path / "system", {**env, "ASLFR_ALLOCATOR": "system"})
+    plain_out, plain_rows = _train(prepared_dir, tmp_path / "system", {**env, "ASLFR_ALLOCATOR": "system"}, precision)
     assert "memory allocator: glibc malloc\n" in plain_out
     assert rows == plain_rows  # the allocator changes the speed, never the arithmetic
 

@@ -33,6 +33,9 @@ from aslfr.augment import augment
 from aslfr.config import Config
 from aslfr.data.shards import ShardDataset, atomic_write, write_json
 from aslfr.features import sample_features
+from aslfr.hardware import available_cores, bf16_enabled, bf16_reason
+from aslfr.kernels import measure_model
+from aslfr.kernels import setting as matmul_setting
 from aslfr.memory import allocator_in_use
 from aslfr.metric import competition_score
 from aslfr.model import FingerspellingModel
@@ -400,6 +403,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
     returns the last metrics row."""
     env = setup_distributed()
     cfg.check(env.world)
+    matmul_setting()  # a bad ASLFR_MATMUL stops here, before anything is written
     if env.main and progress:
         print(f"memory allocator: {allocator_in_use()}")
     data, out = Path(data), Path(out)
@@ -474,6 +478,10 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
         print(f"bf16=auto: {'bf16 autocast' if use_bf16 else 'float32'} on {env.device} "
               f"({bf16_reason(env.device)})")
     autocast = (torch.autocast(env.device.split(":")[0], dtype=torch.bfloat16) if use_bf16 else nullcontext())
+    if env.device == "cpu" and not use_bf16:  # float32 on a CPU: the matmul kernels measured fastest here
+        kernels = measure_model(model, cfg.batch_size // env.world * cfg.max_len)
+        if env.main and progress:
+            print(f"matmul kernels: {kernels}")
     row: dict = {}
     batch_iter = iter(loader)  # draws the loader's base seed from the global generator, so...
     if state is not None:  # ...restore the generator after it, as the uninterrupted run had it
@@ -534,45 +542,8 @@ def _last_metrics(out: Path) -> dict:
     return rows[-1] if rows else {}
 
 
-def native_bf16(device: str) -> bool:
-    """Whether `device` computes bf16 natively: a GPU that supports it, or a CPU with AVX512_BF16
-    or AMX (without them, CPU bf16 is emulated and slower than float32)."""
-    if device.startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    flags = cpu_flags()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (/proc/cpuinfo; empty where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return set()
-
-
-def bf16_reason(device: str) -> str:
-    if device.startswith("cuda"):
-        return "the GPU supports bf16" if native_bf16(device) else "the GPU lacks bf16"
-    return "the CPU has AVX512_BF16 or AMX" if native_bf16(device) else "the CPU has neither AVX512_BF16 nor AMX"
-
-
-def bf16_enabled(setting: str, device: str) -> bool:
-    """`bf16` = true: autocast to bf16; false: float32; auto: bf16 where the hardware is native."""
-    return setting == "true" or (setting == "auto" and native_bf16(device))
-
-
 def _one_thread(_: int) -> None:
     torch.set_num_threads(1)  # workers augment; the main process keeps the cores for the model
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity, e.g. a container's or a job's share)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def loader_workers(setting: int, device: str, world: int = 1) -> int:
