@@ -232,9 +232,13 @@ def measure_model(model: nn.Module, rows: int) -> str:
 # --------------------------------------------------------------------------------------------
 
 def _plain_float32_cpu(x: torch.Tensor, w: torch.Tensor) -> bool:
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and w.dtype == torch.float32 and x.numel() > 0
-            and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-            and not torch.onnx.is_in_onnx_export() and not torch.compiler.is_compiling())
+    # tracing, export and compiling first: under torch.export a size may be symbolic, and
+    # `numel() > 0` would then be a guard on data
+    if (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting()
+            or torch.onnx.is_in_onnx_export()):
+        return False
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and w.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and x.numel() > 0)
 
 
 def _run(product: str, args: tuple, m: int, k: int, n: int) -> torch.Tensor:
