@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from aslfr import dropout as fused_dropout
 from aslfr.config import Config
 from aslfr.features import N_FEATURES
 from aslfr.kernels import Linear
@@ -109,6 +110,8 @@ def dropout(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, rate, training=True)
+    if fused_dropout.fits(x):  # one pass forward, one backward, no mask kept (aslfr/dropout.py)
+        return fused_dropout.dropout(x, rate)
     # the draw becomes the scaled mask in place (0 or 1 / (1 - rate)): one multiply of x forward
     # and one of its gradient backward, the same bits as x * mask * scale
     return x * torch.rand_like(x).ge_(rate).mul_(1.0 / (1.0 - rate))
@@ -143,8 +146,17 @@ class BranchDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.rate == 0:
             return x
+        return x * self._keep(x)
+
+    def _keep(self, x: torch.Tensor) -> torch.Tensor:
         keep = torch.rand(x.shape[0], 1, 1, device=x.device) >= self.rate
-        return x * (keep.to(x.dtype) * (1.0 / (1 - self.rate)))  # one pass over x
+        return keep.to(x.dtype) * (1.0 / (1 - self.rate))  # [B, 1, 1]: 0 or 1 / (1 - rate)
+
+    def residual(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """`x + self(h)` in one pass over the activations (addcmul)."""
+        if not self.training or self.rate == 0:
+            return x + h
+        return torch.addcmul(x, h, self._keep(h))
 
 
 class LateDropout(nn.Module):
@@ -216,7 +228,7 @@ class Conv1DBlock(nn.Module):
         """`mask` [B, T]: the frames that count in the BatchNorm statistics and the ECA mean."""
         h = self.causal_conv(F.silu(self.expand(x)))
         h = self.project(self.eca(self.bn(h, mask), mask))
-        return x + self.drop(h)
+        return self.drop.residual(x, h)
 
 
 class Attention(nn.Module):
@@ -253,8 +265,8 @@ class TransformerBlock(nn.Module):
         self.drop2 = BranchDropout(drop)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.drop1(self.attn(self.norm1(x), key_mask))
-        return x + self.drop2(self.ffn_out(F.silu(self.ffn_in(self.norm2(x)))))
+        x = self.drop1.residual(x, self.attn(self.norm1(x), key_mask))
+        return self.drop2.residual(x, self.ffn_out(F.silu(self.ffn_in(self.norm2(x)))))
 
 
 def position_table(dim: int, n: int = MAX_POSITIONS) -> torch.Tensor:
