@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/train_step.py [--batch 32] [--frames 380] [--steps 5]
     .venv/bin/python benchmarks/train_step.py --ab [--steps 5]
     .venv/bin/python benchmarks/train_step.py --keras [--steps 5]
-    .venv/bin/python benchmarks/train_step.py --bf16 [--steps 3]
+    .venv/bin/python benchmarks/train_step.py --bf16 [--steps 3] [--keras]
     .venv/bin/python benchmarks/train_step.py --profile [--bf16]
     .venv/bin/python benchmarks/train_step.py --matmul [--steps 5]
 
@@ -177,8 +177,14 @@ def main() -> None:
                 if i:
                     times[name].append(t)
         f, b = statistics.median(times["float32"]), statistics.median(times["bf16"])
-        print(f"float32: median step {f:.2f} s; bf16 autocast: {b:.2f} s; bf16 is {f / b:.2f}x float32's speed; "
+        print(f"float32: median step {f:.2f} s, {a.batch / f:.2f} samples/s; bf16 autocast: {b:.2f} s, "
+              f"{a.batch / b:.2f} samples/s; bf16 is {f / b:.2f}x float32's speed; "
               f"native bf16 on this CPU: {native_bf16('cpu')} (bf16=auto uses it only then)")
+        if a.keras:  # --bf16 --keras: both against the TensorFlow build's float32 step, in one run
+            keras = keras_step(a, torch.get_num_threads())
+            print(f"TensorFlow/Keras {keras['tensorflow']} float32 (graph mode, no XLA; {keras['allocator']}): median step "
+                  f"{keras['step_s']:.2f} s ({', '.join(map(str, keras['steps']))}), {keras['samples_per_s']:.2f} samples/s")
+            print(f"against TensorFlow float32: aslfr float32 {keras['step_s'] / f:.2f}x, aslfr bf16 {keras['step_s'] / b:.2f}x")
         return
     if a.matmul:
         from aslfr.kernels import CHOOSER, ENV

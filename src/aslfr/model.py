@@ -56,10 +56,10 @@ class BatchNorm(nn.Module):
             raise ValueError(f"a batch of {b} samples does not split into BatchNorm groups of {self.group} "
                              f"(setting bn_group)")
         groups = b // self.group if self.group else 1
-        flat = x.float().reshape(groups, -1, c)                               # [G, N, C]
         synced = not self.group  # one group spanning every process's share
         if mask is None and not (synced and _world() > 1):
-            return self._fused(flat, x)
+            return self._fused(x.reshape(groups, -1, c), x)
+        flat = x.float().reshape(groups, -1, c)                               # [G, N, C]
         if mask is None:
             n = torch.full((groups, 1), float(flat.shape[1]), device=x.device)
             mean = _sum_if(synced, flat.sum(1)) / _sum_if(synced, n)
@@ -83,7 +83,9 @@ class BatchNorm(nn.Module):
     def _fused(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Every frame counts, one process's groups: PyTorch's own batch norm on each group's
         [N, C] (statistics and normalisation in two passes, and a fused backward), the same
-        function as the masked path's ops up to float32 rounding at a third of their passes."""
+        function as the masked path's ops up to float32 rounding at a third of their passes.
+        A bf16 input (autocast) goes in as it is: the statistics are accumulated in float32 and
+        only the output is bf16, without the two float32 copies of the activations."""
         outs, means, variances = [], [], []
         for part in flat.unbind(0):
             out, mean, invstd = torch.native_batch_norm(part, self.weight, self.bias, None, None, True, 0.0, self.eps)
