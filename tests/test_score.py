@@ -84,3 +84,27 @@ def test_scoring_normalises_with_the_checkpoints_statistics(trained_run: Path, p
     assert a == b
     assert pq.read_table(tmp_path / "a.parquet").column("prediction").to_pylist() == \
         pq.read_table(tmp_path / "b.parquet").column("prediction").to_pylist()
+
+
+def test_score_runs_in_the_checkpoints_precision_unless_told(trained_run: Path, prepared_dir: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The trained_run checkpoint trained with bf16=false: float32 on every CPU; --bf16 true runs
+    the predictions under bf16 autocast (native or emulated) and still scores every sequence."""
+    import torch
+
+    import aslfr.train as train_module
+
+    ckpt = str(trained_run / "checkpoints" / "last.pt")
+    assert main(["score", "--checkpoint", ckpt, "--data", str(prepared_dir), "--out", str(tmp_path / "a.parquet")]) == 0
+    assert "in float32" in capsys.readouterr().out
+    seen = []
+    real = train_module.FingerspellingModel.forward
+    monkeypatch.setattr(train_module.FingerspellingModel, "forward",
+                        lambda self, *a, **k: seen.append(torch.is_autocast_enabled("cpu")) or real(self, *a, **k))
+    r = score(ckpt, prepared_dir, tmp_path / "b.parquet", bf16="true", progress=False)
+    assert r["precision"] == "bf16 autocast" and seen and all(seen)
+    assert r["sequences"] == len(ShardDataset(prepared_dir))
+    assert main(["score", "--checkpoint", ckpt, "--data", str(prepared_dir), "--out", str(tmp_path / "c.parquet"),
+                 "--batch-size", "-3"]) == 2
+    assert "--batch-size -3: expected a whole number of sequences, at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "c.parquet").exists()

@@ -64,8 +64,8 @@ def _train(a: argparse.Namespace) -> None:
 def _score(a: argparse.Namespace) -> None:
     from aslfr.score import histogram_path, score
 
-    r = score(a.checkpoint, a.data, a.out, batch_size=a.batch_size)
-    print(f"scored {r['sequences']} sequences (mean score {r['mean_score']:.4f}) -> {a.out}, "
+    r = score(a.checkpoint, a.data, a.out, batch_size=a.batch_size, bf16=a.bf16)
+    print(f"scored {r['sequences']} sequences in {r['precision']} (mean score {r['mean_score']:.4f}) -> {a.out}, "
           f"histogram {histogram_path(a.out)}")
 
 
@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=Path, help="a directory written by 'aslfr prepare'")
     p.add_argument("--out", required=True, type=Path, help="scores.parquet to write")
     p.add_argument("--batch-size", type=int, default=64, help="sequences per forward pass (default 64)")
+    p.add_argument("--bf16", choices=["true", "false", "auto"], default=None,
+                   help="bf16 autocast for the predictions (default: the checkpoint's own bf16 setting; auto: where "
+                        "the hardware has native bf16)")
     p.set_defaults(func=_score)
 
     p = sub.add_parser("import-keras", help="the seed's Keras 2 weights (.h5) -> an aslfr checkpoint")

@@ -209,16 +209,19 @@ class EpochBatches:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, samples: Samples, indices: np.ndarray, batch_size: int = 64,
-            device: str = "cpu", progress: bool = False) -> list[str]:
-    """Greedy CTC predictions of `indices` (in that order), decoding each up to its real length."""
+            device: str = "cpu", progress: bool = False, bf16: bool = False) -> list[str]:
+    """Greedy CTC predictions of `indices` (in that order), decoding each up to its real length;
+    under bf16 autocast with `bf16` (training's validation stays float32, the exported model's
+    precision)."""
     model.eval()
     order = np.argsort([int(samples.ds.meta["n_frames"][i]) for i in indices])
     out: list[str] = [""] * len(indices)
     for s in tqdm(range(0, len(order), batch_size), desc="predict", disable=not progress, leave=False):
         chunk = order[s:s + batch_size]
         batch = collate([samples[(0, int(indices[k]))] for k in chunk], None, samples.charmap.blank)
-        logits = model(batch["features"].to(device), batch["lengths"].to(device))
-        best = logits.argmax(-1).cpu().numpy()
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
+            logits = model(batch["features"].to(device), batch["lengths"].to(device))
+        best = logits.float().argmax(-1).cpu().numpy()
         for k, row, n in zip(chunk, best, batch["lengths"].tolist()):
             out[k] = samples.charmap.ctc_greedy(row[:n])
     return out
