@@ -10,6 +10,9 @@ import platform
 
 import torch
 
+#: environment variables that limit the instruction sets PyTorch, oneDNN and MKL use
+ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+              "MKL_DEBUG_CPU_TYPE")
 #: the vector and matrix extensions that decide float32, bf16 and int8 speed
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
 
@@ -41,8 +44,9 @@ def cpu_model() -> str:
 def describe_cpu() -> str:
     """The CPU model and which of `SPEED_FLAGS` it has, in one line (printed beside every speed figure)."""
     flags = cpu_flags()
+    limits = [f"{k}={os.environ[k]}" for k in ISA_LIMITS if os.environ.get(k)]
     return (f"{cpu_model()}; " + " ".join(f for f in SPEED_FLAGS if f in flags)
-            + " (of " + " ".join(SPEED_FLAGS) + ")")
+            + " (of " + " ".join(SPEED_FLAGS) + ")" + (f"; limited by {' '.join(limits)}" if limits else ""))
 
 
 def native_bf16(device: str) -> bool:

@@ -96,10 +96,11 @@ KERNELS = {"forward": {"blas": _forward_blas, "onednn": _forward_onednn},
 
 def machine_signature() -> str:
     """What decides the kernels' speed: the CPU and its flags, the thread count, the torch build."""
-    from aslfr.hardware import cpu_flags, cpu_model
+    from aslfr.hardware import ISA_LIMITS, cpu_flags, cpu_model
 
+    limits = [f"{k}={os.environ.get(k, '')}" for k in ISA_LIMITS]  # settings that change which code the libraries run
     parts = [cpu_model(), " ".join(sorted(cpu_flags())), str(torch.get_num_threads()), torch.__version__,
-             torch.__config__.show()]
+             torch.__config__.show(), *limits]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
