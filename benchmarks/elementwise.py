@@ -1,0 +1,68 @@
+"""The step's largest non-matmul pieces at seed-base's shapes, the project's way against the
+plain torch ops it replaced, alternating call by call (medians of 9 after 2 rounds).
+
+    .venv/bin/python benchmarks/elementwise.py [--batch 32] [--frames 380]
+
+- attention dropout on [B, 6, T, T], forward and backward, float32 and bf16: `aslfr.dropout`
+  (one pass each way, no mask kept) against `x * (rand_like(x) >= rate) * scale`;
+- BatchNorm on [B, T, 768] in groups of 16, forward and backward: the unmasked path (PyTorch's own
+  batch norm per group) against the same statistics written as tensor ops (the masked path's code
+  with every frame counting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from machine import cpu_flags
+
+from aslfr import dropout as fused
+from aslfr.model import BatchNorm
+
+
+def alternating(fns: dict, runs: int = 9) -> dict[str, float]:  # noqa: ANN001
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(runs + 2):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            if r >= 2:
+                times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--frames", type=int, default=380)
+    a = ap.parse_args()
+    print(f"CPU: {cpu_flags()}; {torch.get_num_threads()} threads; torch {torch.__version__}")
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.rand(a.batch, 6, a.frames, a.frames).to(dtype).requires_grad_()
+        g = torch.randn(x.shape).to(dtype)
+
+        def ours() -> None:
+            fused.dropout(x, 0.2).backward(g)
+
+        def torch_ops() -> None:
+            (x * (torch.rand_like(x) >= 0.2).to(dtype) * (1.0 / 0.8)).backward(g)
+
+        r = alternating({"ours": ours, "torch": torch_ops})
+        print(f"attention dropout {list(x.shape)} {str(dtype).replace('torch.', '')}, forward + backward: "
+              f"aslfr {r['ours'] * 1000:.1f} ms, torch ops {r['torch'] * 1000:.1f} ms ({r['torch'] / r['ours']:.2f}x)")
+    bn = BatchNorm(768, group=16).train()
+    h = torch.randn(a.batch, a.frames, 768, requires_grad=True)
+    gh = torch.randn(h.shape)
+    every = torch.ones(a.batch, a.frames, dtype=torch.bool)  # the masked path, every frame counting
+
+    r = alternating({"ours": lambda: bn(h).backward(gh), "ops": lambda: bn(h, every).backward(gh)})
+    print(f"BatchNorm {list(h.shape)} in groups of 16, forward + backward: aslfr {r['ours'] * 1000:.1f} ms, "
+          f"as tensor ops {r['ops'] * 1000:.1f} ms ({r['ops'] / r['ours']:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
