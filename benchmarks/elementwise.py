@@ -13,26 +13,13 @@ plain torch ops it replaced, alternating call by call (medians of 9 after 2 roun
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
-from machine import cpu_flags
+from machine import alternating, cpu_flags
 
 from aslfr import dropout as fused
 from aslfr.model import BatchNorm
-
-
-def alternating(fns: dict, runs: int = 9) -> dict[str, float]:  # noqa: ANN001
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for r in range(runs + 2):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            if r >= 2:
-                times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -51,7 +38,7 @@ def main() -> None:
         def torch_ops() -> None:
             (x * (torch.rand_like(x) >= 0.2).to(dtype) * (1.0 / 0.8)).backward(g)
 
-        r = alternating({"ours": ours, "torch": torch_ops})
+        r = alternating({"ours": ours, "torch": torch_ops}, runs=9)
         print(f"attention dropout {list(x.shape)} {str(dtype).replace('torch.', '')}, forward + backward: "
               f"aslfr {r['ours'] * 1000:.1f} ms, torch ops {r['torch'] * 1000:.1f} ms ({r['torch'] / r['ours']:.2f}x)")
     bn = BatchNorm(768, group=16).train()
@@ -59,7 +46,7 @@ def main() -> None:
     gh = torch.randn(h.shape)
     every = torch.ones(a.batch, a.frames, dtype=torch.bool)  # the masked path, every frame counting
 
-    r = alternating({"ours": lambda: bn(h).backward(gh), "ops": lambda: bn(h, every).backward(gh)})
+    r = alternating({"ours": lambda: bn(h).backward(gh), "ops": lambda: bn(h, every).backward(gh)}, runs=9)
     print(f"BatchNorm {list(h.shape)} in groups of 16, forward + backward: aslfr {r['ours'] * 1000:.1f} ms, "
           f"as tensor ops {r['ops'] * 1000:.1f} ms ({r['ops'] / r['ours']:.2f}x)")
 

@@ -11,26 +11,10 @@ medians of 15 after 2 rounds, with torch's current threads, and prints GFLOP/s b
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
 import torch
 import torch.nn.functional as F
 
-from machine import cpu_flags
-
-
-def alternating(fns: dict, flops: float, runs: int = 15) -> dict[str, float]:  # noqa: ANN001
-    """GFLOP/s of each of `fns`, timed in turn call by call (so a change in the shared machine's
-    speed hits all of them alike): medians of `runs` after 2 untimed rounds."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for r in range(runs + 2):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            if r >= 2:
-                times[k].append(time.perf_counter() - t)
-    return {k: flops / statistics.median(v) / 1e9 for k, v in times.items()}
+from machine import alternating, cpu_flags
 
 
 def main() -> None:
@@ -47,7 +31,8 @@ def main() -> None:
         flops = 2 * rows * k * n
         r = alternating({"blas": lambda: F.linear(x, w, b),
                          "onednn": lambda: torch._C._nn.mkldnn_linear(xm, wm, None),
-                         "pointwise": lambda: torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")}, flops)
+                         "pointwise": lambda: torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")})
+        r = {k: flops / v / 1e9 for k, v in r.items()}
         blas, onednn, pointwise = r["blas"], r["onednn"], r["pointwise"]
         print(f"[{rows}, {k}] x [{k}, {n}] ({name}): F.linear (BLAS) {blas:.0f} GFLOP/s; oneDNN mkldnn_linear "
               f"{onednn:.0f}, _linear_pointwise {pointwise:.0f} ({max(onednn, pointwise) / blas:.2f}x BLAS)")

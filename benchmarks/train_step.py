@@ -86,6 +86,20 @@ class Trainer:
         return time.perf_counter() - t
 
 
+def alternate_steps(steps: int, variants: dict) -> dict[str, list[float]]:  # noqa: ANN001
+    """Each of `variants` (name -> a function timing one step) step by step in turn, the order
+    swapped every round, for `steps` rounds after one untimed round (allocators, kernels, the
+    matmul kernels' measurements): the step times per name."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for i in range(steps + 1):
+        for name in names if i % 2 else names[::-1]:
+            t = variants[name]()
+            if i:
+                times[name].append(t)
+    return times
+
+
 def keras_step(a: argparse.Namespace, threads: int) -> dict:
     import json
     import subprocess
@@ -170,12 +184,8 @@ def main() -> None:
         from aslfr.hardware import native_bf16
 
         trainer = Trainer(cfg)
-        times = {"float32": [], "bf16": []}
-        for i in range(a.steps + 1):
-            for name in ("float32", "bf16") if i % 2 else ("bf16", "float32"):
-                t = trainer.step(x, labels, label_lengths, bf16=name == "bf16")
-                if i:
-                    times[name].append(t)
+        times = alternate_steps(a.steps, {"float32": lambda: trainer.step(x, labels, label_lengths),
+                                          "bf16": lambda: trainer.step(x, labels, label_lengths, bf16=True)})
         f, b = statistics.median(times["float32"]), statistics.median(times["bf16"])
         print(f"float32: median step {f:.2f} s, {a.batch / f:.2f} samples/s; bf16 autocast: {b:.2f} s, "
               f"{a.batch / b:.2f} samples/s; bf16 is {f / b:.2f}x float32's speed; "
@@ -190,13 +200,14 @@ def main() -> None:
         from aslfr.kernels import CHOOSER, ENV
 
         trainer = Trainer(cfg)
-        times = {"blas": [], "auto": []}
-        for i in range(a.steps + 1):
-            for name in ("blas", "auto") if i % 2 else ("auto", "blas"):
-                os.environ[ENV] = name
-                t = trainer.step(x, labels, label_lengths)
-                if i:  # the first round warms up, and measures the kernels where they are not cached
-                    times[name].append(t)
+
+        def on(setting: str):  # noqa: ANN202
+            def step() -> float:
+                os.environ[ENV] = setting
+                return trainer.step(x, labels, label_lengths)
+            return step
+
+        times = alternate_steps(a.steps, {"blas": on("blas"), "auto": on("auto")})
         os.environ[ENV] = "auto"
         b, k = statistics.median(times["blas"]), statistics.median(times["auto"])
         print(f"BLAS alone: median step {b:.2f} s, {a.batch / b:.2f} samples/s ({', '.join(f'{t:.2f}' for t in times['blas'])})")
@@ -208,12 +219,8 @@ def main() -> None:
         seed = Trainer(cfg)
         plain_cfg = dataclasses.replace(cfg, content_mask=False, bn_group=0)
         plain = Trainer(plain_cfg, seed.model.state_dict())
-        times: dict[str, list[float]] = {"seed": [], "plain": []}
-        for i in range(a.steps + 1):
-            for name, trainer in (("seed", seed), ("plain", plain)) if i % 2 else (("plain", plain), ("seed", seed)):
-                t = trainer.step(x, labels, label_lengths)
-                if i:  # the first step warms up allocators and kernels
-                    times[name].append(t)
+        times = alternate_steps(a.steps, {"seed": lambda: seed.step(x, labels, label_lengths),
+                                          "plain": lambda: plain.step(x, labels, label_lengths)})
         s, p = statistics.median(times["seed"]), statistics.median(times["plain"])
         print(f"content mask + BatchNorm groups of {cfg.bn_group}: median step {s:.3f} s "
               f"({', '.join(f'{t:.2f}' for t in times['seed'])})")
