@@ -7,7 +7,7 @@ time the model waits for data, and the projection of the seed's 300 + 1,500 epoc
     .venv/bin/python benchmarks/epoch.py --device cpu --batch 32 --steps 3 --warmup 1
     .venv/bin/python benchmarks/epoch.py --data PREPARED                # e.g. the real data, prepared
 
-The training loop is the training command's own pieces (`aslfr.train.make_loader`, `step_loss`,
+The training loop is the training command's own pieces (`aslfr.data.loader.make_loader`, `aslfr.train.step_loss`,
 RAdam + Lookahead): the loader's workers read the shards, augment, compute the features and pad
 to max_len, as in `aslfr train`. Without `--data` it synthesises and prepares `--sequences`
 sequences (cached in `--cache`), and draws a real-size epoch from them by repeating their indices
@@ -52,8 +52,8 @@ from aslfr.data.shards import ShardDataset
 from aslfr.memory import allocator_in_use
 from aslfr.model import FingerspellingModel, flops_per_sequence
 from aslfr.hardware import available_cores, bf16_enabled
-from aslfr.train import (EpochBatches, Samples, collate, loader_workers, make_loader, make_optimizer, select_samples,
-                         step_loss)
+from aslfr.data.loader import EpochBatches, Samples, collate, loader_workers, make_loader, select_samples
+from aslfr.train import make_optimizer, step_loss
 
 #: SEED-SPEC 8: samples per epoch, and seconds per epoch on the seed's TPU v2-8
 SEED_EPOCH = {"seed-base": (48_627, 300, 32.0), "seed-final": (59_884, 1_500, 44.0)}
@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, help="global batch (default: the preset's)")
     ap.add_argument("--bf16", default="auto", choices=["true", "false", "auto"])
     ap.add_argument("--compile", action="store_true", help="torch.compile the network")
-    ap.add_argument("--workers", default="auto", help="DataLoader workers, or auto (aslfr.train.loader_workers)")
+    ap.add_argument("--workers", default="auto", help="DataLoader workers, or auto (aslfr.data.loader.loader_workers)")
     ap.add_argument("--steps", type=int, default=40, help="timed steps")
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation, allocator)")
     ap.add_argument("--data", help="a prepared directory to read instead of synthetic data")

@@ -33,7 +33,7 @@ from aslfr.inference import InferenceModule
 from aslfr.live import Holistic
 from aslfr.model import FingerspellingModel
 from aslfr.recognizer import Recognizer
-from aslfr.video import video_python
+from aslfr.sources import video_python
 
 CLIP = """
 import os, sys, cv2, numpy as np, skimage

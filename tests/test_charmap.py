@@ -17,7 +17,8 @@ from aslfr.data.shards import ShardDataset
 from aslfr.data.synthetic import synthesize
 from aslfr.export import export
 from aslfr.recognizer import Recognizer
-from aslfr.train import TrainingError, load_model, train
+from aslfr.checkpoints import TrainingError, load_model
+from aslfr.train import train
 from aslfr.vocab import COMPETITION, CharacterMap
 
 from conftest import TINY

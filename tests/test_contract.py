@@ -18,7 +18,8 @@ from aslfr.config import preset
 from aslfr.data.kaggle import DataError
 from aslfr.data.prepare import prepare
 from aslfr.data.synthetic import synthesize
-from aslfr.train import TrainingError, load_model, train
+from aslfr.checkpoints import TrainingError, load_model
+from aslfr.train import train
 
 from conftest import TINY, write_csv
 
@@ -178,7 +179,25 @@ def test_load_model_says_which_checkpoint_it_uses_instead(prepared_dir: Path, tm
                     str(last), "not a readable aslfr checkpoint")
 
 
-@pytest.mark.parametrize("setting", ["batch_size=0", "heads=3", "epochs=-1"])
+def test_a_zero_byte_checkpoint_is_one_line_and_training_passes_over_it(prepared_dir: Path, tmp_path: Path,
+                                                                        capsys) -> None:
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    for argv in (["score", "--checkpoint", str(empty), "--data", str(prepared_dir), "--out", str(tmp_path / "s.parquet")],
+                 ["export", "--checkpoint", str(empty), "--out", str(tmp_path / "e"), "--onnx-only"]):
+        _one_line_error(capsys, argv, str(empty), "not a readable aslfr checkpoint")
+    cfg = _cfg("epochs=2", "checkpoint_every=1")
+    run = tmp_path / "run"
+    train(cfg, prepared_dir, run, stop_after_epochs=1, progress=False)
+    (run / "checkpoints" / "last.pt").write_bytes(b"")  # a crash right after creating it
+    capsys.readouterr()
+    train(cfg, prepared_dir, run, progress=False)
+    out = capsys.readouterr().out
+    assert "last.pt: not a readable aslfr checkpoint" in out and "epoch_00001.pt" in out
+
+
+@pytest.mark.parametrize("setting", ["batch_size=0", "heads=3", "epochs=-1", "lr=nan", "seed=-1", "val_fraction=1.5",
+                                     "min_score=inf"])
 def test_bad_settings_stop_before_anything_is_written(prepared_dir: Path, tmp_path: Path, capsys, setting: str) -> None:
     _one_line_error(capsys, ["train", "--preset", "demo", "--data", str(prepared_dir), "--out", str(tmp_path / "r"),
                              "--set", setting], setting.split("=")[0])

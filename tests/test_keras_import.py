@@ -16,7 +16,7 @@ import torch
 from aslfr.cli import main
 from aslfr.keras_import import KerasImportError, import_keras, keras_state_dict, read_stats_pickle
 from aslfr.config import preset
-from aslfr.train import load_model
+from aslfr.checkpoints import load_model
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 H5 = FIXTURES / "seed_keras_network.h5"
@@ -50,7 +50,7 @@ def test_imported_checkpoint_loads_like_a_trained_one_and_computes_keras(importe
 def test_imported_checkpoint_scores_exports_and_transcribes(imported: Path, prepared_dir: Path, synth_dir: Path,
                                                            tmp_path: Path) -> None:
     from aslfr.score import score
-    from aslfr.video import transcribe
+    from aslfr.recognizer import transcribe
 
     r = score(imported, prepared_dir, tmp_path / "scores.parquet", progress=False)
     assert r["sequences"] > 0 and np.isfinite(r["mean_score"])
@@ -60,7 +60,7 @@ def test_imported_checkpoint_scores_exports_and_transcribes(imported: Path, prep
     # the ONNX model says what the imported network itself says on the same frames
     from aslfr.inference import build
     from aslfr.landmarks import SELECTED_COLUMNS
-    from aslfr.video import parquet_sequences
+    from aslfr.sources import parquet_sequences
     from aslfr.vocab import COMPETITION
 
     module, _ = build(imported, max_frames=64)

@@ -13,7 +13,7 @@ import aslfr
 from aslfr.landmarks import LANDMARK_COLUMNS
 from aslfr.live import format_figures, live
 from aslfr.recognizer import Recognizer
-from aslfr.video import parquet_sequences, video_python
+from aslfr.sources import parquet_sequences, video_python
 
 HAND = np.array([i for i, c in enumerate(LANDMARK_COLUMNS) if c.startswith(("x_right_hand_", "x_left_hand_"))])
 

@@ -10,7 +10,7 @@ import pytest
 
 import aslfr.memory as memory
 from aslfr.config import Config, preset
-from aslfr.train import loader_workers
+from aslfr.data.loader import loader_workers
 
 from conftest import BF16, FLOAT32, TINY
 
@@ -72,15 +72,15 @@ def test_an_allocator_that_is_not_installed_is_one_line_and_exit_2(tmp_path: Pat
 
 
 def test_loader_workers_auto_follows_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    import aslfr.train as train_module
+    import aslfr.data.loader as loader_module
 
     assert preset("seed-base").workers == -1 and Config().override(["workers=auto"]).workers == -1
     assert loader_workers(3, "cuda:0") == 3 and loader_workers(0, "cpu") == 0
     assert loader_workers(-1, "cpu") == 1  # the model takes the cores: one worker overlaps the loading
-    monkeypatch.setattr(train_module, "available_cores", lambda: 16)
+    monkeypatch.setattr(loader_module, "available_cores", lambda: 16)
     assert loader_workers(-1, "cuda:0") == 15
     assert loader_workers(-1, "cuda:0", world=4) == 3  # each of 4 processes on a 16-core machine
-    monkeypatch.setattr(train_module, "available_cores", lambda: 64)
+    monkeypatch.setattr(loader_module, "available_cores", lambda: 64)
     assert loader_workers(-1, "cuda") == 16
     with pytest.raises(ValueError, match="workers"):
         Config().override(["workers=-2"]).check()
@@ -93,7 +93,7 @@ def test_worker_batches_are_collated_in_shared_memory_and_match_the_main_process
     import numpy as np
     import torch
 
-    from aslfr.train import EpochBatches, Samples, collate, make_loader
+    from aslfr.data.loader import EpochBatches, Samples, collate, make_loader
 
     cfg = preset("demo").override([*TINY, "batch_size=4"])
     samples = Samples(prepared_dir, cfg, train=True)

@@ -17,7 +17,7 @@ from aslfr.landmarks import LANDMARK_COLUMNS, SELECTED_COLUMNS
 from aslfr.posefile import COMPONENTS, read_pose, write_pose
 from aslfr.recordings import build_dataset
 from aslfr.train import train
-from aslfr.video import parquet_sequences, video_python
+from aslfr.sources import parquet_sequences, video_python
 
 from conftest import TINY
 

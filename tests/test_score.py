@@ -92,14 +92,14 @@ def test_score_runs_in_the_checkpoints_precision_unless_told(trained_run: Path, 
     the predictions under bf16 autocast (native or emulated) and still scores every sequence."""
     import torch
 
-    import aslfr.train as train_module
+    from aslfr.model import FingerspellingModel
 
     ckpt = str(trained_run / "checkpoints" / "last.pt")
     assert main(["score", "--checkpoint", ckpt, "--data", str(prepared_dir), "--out", str(tmp_path / "a.parquet")]) == 0
     assert "in float32" in capsys.readouterr().out
     seen = []
-    real = train_module.FingerspellingModel.forward
-    monkeypatch.setattr(train_module.FingerspellingModel, "forward",
+    real = FingerspellingModel.forward
+    monkeypatch.setattr(FingerspellingModel, "forward",
                         lambda self, *a, **k: seen.append(torch.is_autocast_enabled("cpu")) or real(self, *a, **k))
     r = score(ckpt, prepared_dir, tmp_path / "b.parquet", bf16="true", progress=False)
     assert r["precision"] == "bf16 autocast" and seen and all(seen)

@@ -13,7 +13,9 @@ import torch
 import aslfr.train as train_module
 from aslfr.config import Config, preset
 from aslfr.data.shards import ShardDataset
-from aslfr.train import (EpochBatches, TrainingError, select_samples, train, validation_mask)
+from aslfr.checkpoints import TrainingError
+from aslfr.data.loader import EpochBatches, select_samples, validation_mask
+from aslfr.train import train
 
 from conftest import BF16, FLOAT32, TINY
 

@@ -12,7 +12,8 @@ from aslfr.cli import main
 from aslfr.export import export
 from aslfr.landmarks import LANDMARK_COLUMNS
 from aslfr.recognizer import ExportedModel
-from aslfr.video import parquet_sequences, transcribe, video_python
+from aslfr.recognizer import transcribe
+from aslfr.sources import parquet_sequences, video_python
 
 needs_video = pytest.mark.skipif(not video_python().is_file(), reason="video extra missing: run 'make video'")
 
@@ -120,7 +121,7 @@ def test_show_draws_hands_and_the_growing_prediction(onnx_model: Path, synth_dir
 @needs_video
 def test_a_video_that_cannot_be_read_says_why(tmp_path: Path) -> None:
     from aslfr.data.kaggle import DataError
-    from aslfr.video import extract_landmarks
+    from aslfr.sources import extract_landmarks
 
     junk = tmp_path / "clip.mp4"
     junk.write_bytes(b"not a video at all")
@@ -132,7 +133,7 @@ def test_a_video_that_cannot_be_read_says_why(tmp_path: Path) -> None:
 @needs_video
 def test_landmarks_of_a_photo_to_a_pose_file(shipped_photo: Path, tmp_path: Path) -> None:
     from aslfr.posefile import read_pose
-    from aslfr.video import extract_landmarks
+    from aslfr.sources import extract_landmarks
 
     path = extract_landmarks(shipped_photo, tmp_path / "astronaut.pose", progress=False)
     rows, fps = read_pose(path)

@@ -109,7 +109,7 @@ def _evaluate(a: argparse.Namespace) -> None:
 
 
 def _landmarks(a: argparse.Namespace) -> None:
-    from aslfr.video import extract_landmarks
+    from aslfr.sources import extract_landmarks
 
     if a.video.is_dir():
         from aslfr.recordings import build_dataset
@@ -131,7 +131,7 @@ def _landmarks(a: argparse.Namespace) -> None:
 def _transcribe(a: argparse.Namespace) -> None:
     import json
 
-    from aslfr.video import transcribe
+    from aslfr.recognizer import transcribe
 
     results = transcribe(a.input, a.model, a.sequence_id, progress=not a.json)
     if a.json:
@@ -324,8 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from aslfr.data.kaggle import DataError
     from aslfr.export import ExportError
-    from aslfr.train import TrainingError
-    from aslfr.video import MissingExtra
+    from aslfr.checkpoints import TrainingError
+    from aslfr.sources import MissingExtra
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

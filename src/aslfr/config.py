@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -58,7 +59,7 @@ class Config:
     pad_to_batch: bool = False        # pad a batch to its longest sample instead of max_len
     # --- speed ---
     workers: int = -1                 # DataLoader workers (augmentation runs there); -1 (auto):
-                                      # 1 on a CPU, every core but one on a GPU (train.loader_workers)
+                                      # 1 on a CPU, every core but one on a GPU (data.loader.loader_workers)
     bf16: str = "false"               # bf16 autocast: "true", "false", or "auto" (where the hardware
                                       # has native bf16: a GPU that supports it, a CPU with
                                       # AVX512_BF16 or AMX); float32 weights and loss either way
@@ -81,6 +82,18 @@ class Config:
     def check(self, world: int = 1) -> "Config":
         """Settings that cannot train or run, as one message naming the setting; `world`: the
         number of processes that share each global batch."""
+        for f in dataclasses.fields(self):  # every number finite, whatever its range
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"--set {f.name}={value}: expected a finite number")
+        ranges = {"seed": (0, 2**63 - 1, "a whole number >= 0"), "val_fraction": (0.0, 1.0, "a share in (0, 1)"),
+                  "min_score": (-math.inf, 1.0, "a score <= 1"), "radam_threshold": (0.0, math.inf, "a number >= 0"),
+                  "late_dropout_start_epoch": (0, math.inf, "an epoch >= 0"), "folds": (0, math.inf, "0, 1 or more"),
+                  "fold": (0, math.inf, "a fold >= 0")}
+        for key, (low, high, words) in ranges.items():
+            value = getattr(self, key)
+            if not low <= value <= high or (key == "val_fraction" and value in (0.0, 1.0)):
+                raise ValueError(f"--set {key}={value}: expected {words}")
         positive = ("stages", "dim", "expand", "heads", "max_len", "batch_size", "epochs", "eval_every",
                     "checkpoint_every", "lookahead_steps")
         for key in positive:

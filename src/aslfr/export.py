@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from aslfr.data.shards import atomic_write, write_json
+from aslfr.files import atomic_write, write_json
 from aslfr.inference import N_COLUMNS, build
 from aslfr.landmarks import SELECTED_COLUMNS
 from aslfr.vocab import CHARMAP_KEY, COMPETITION, CharacterMap

@@ -76,7 +76,7 @@ def build(checkpoint, stats_path=None, max_frames: int | None = None, decode: bo
     checkpoint, or (for an older checkpoint) come from `stats_path`."""
     import numpy as np
 
-    from aslfr.train import load_model
+    from aslfr.checkpoints import load_model
 
     model, cfg, stats = load_model(checkpoint, device)
     if stats is not None:

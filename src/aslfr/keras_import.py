@@ -28,6 +28,7 @@ import torch
 
 from aslfr.config import Config, preset
 from aslfr.features import N_FEATURES
+from aslfr.messages import first_line
 from aslfr.vocab import N_CLASSES
 
 
@@ -89,7 +90,7 @@ def read_h5_layers(path: Path) -> list[Layer]:
     except KerasImportError:
         raise
     except (OSError, KeyError, ValueError) as e:
-        raise KerasImportError(f"{path}: unreadable HDF5 ({str(e).splitlines()[0][:160]}); truncated or damaged?") from None
+        raise KerasImportError(f"{path}: unreadable HDF5 ({first_line(e, 160)}); truncated or damaged?") from None
     return layers
 
 
@@ -259,7 +260,7 @@ def import_keras(h5: Path, out: Path, preset_name: str | None = None,
                  stats: tuple[Path, Path] | None = None) -> dict:
     """Write an aslfr checkpoint from a seed h5 (and, optionally, its MEANs.p / STDs.p); returns
     what was read. Without `preset_name`, seed-base for 3 stages and seed-final otherwise."""
-    from aslfr.data.shards import atomic_write
+    from aslfr.files import atomic_write
     from aslfr.model import FingerspellingModel
 
     h5, out = Path(h5), Path(out)

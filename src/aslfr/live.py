@@ -45,7 +45,7 @@ class LandmarkFile(FrameSource):
                  realtime: bool, limit: int | None = None) -> None:
         from itertools import islice
 
-        from aslfr.video import sequences_of
+        from aslfr.sources import sequences_of
 
         self.sequences = [frames for _, frames in islice(sequences_of(path, rec.columns, sequence_id), limit)]
         self.width = len(rec.columns)
@@ -69,7 +69,7 @@ class Holistic(FrameSource):
     """MediaPipe Holistic over a video file or a camera, in the video environment."""
 
     def __init__(self, video: Path | None, camera: int | None, realtime: bool) -> None:
-        from aslfr.video import INSTALL_HINT, MissingExtra, video_python
+        from aslfr.sources import INSTALL_HINT, MissingExtra, video_python
 
         python = video_python()
         if not python.is_file():
@@ -92,7 +92,7 @@ class Holistic(FrameSource):
         self.proc.wait()
         said = [x for x in self.proc.stderr.read().decode(errors="replace").splitlines() if x.strip()]
         if any("No module named 'mediapipe'" in x for x in said):
-            from aslfr.video import INSTALL_HINT, MissingExtra
+            from aslfr.sources import INSTALL_HINT, MissingExtra
             raise MissingExtra(INSTALL_HINT)
         raise DataError(f"{self.what}: landmark extraction failed: "
                         f"{said[-1].strip() if said else f'exit status {self.proc.returncode}'}")

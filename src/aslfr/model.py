@@ -7,6 +7,15 @@ synchronised across DistributedDataParallel processes, so a run's result does no
 many processes share the global batch. Attention reshapes keep the time axis dynamic.
 Every fully connected layer is `aslfr.kernels.Linear`: `nn.Linear`'s parameters, computed in
 float32 by the matmul kernel measured fastest on the machine (MKL or oneDNN).
+
+Where networks and decoders live: one module per network family, each holding its encoder and
+whatever heads and decoder that family trains (this one: the seed's encoder and CTC head), so
+that a preset's whole network, its parameter count and its Keras import read in one file; the 2nd
+place's encoder, GRU CTC head and attention decoder are one family of their own, in a module of
+their own. The shared blocks (BatchNorm with its groups and masks, ECA, dropout) stay here and
+are imported, not copied. Decoding algorithms (CTC greedy, attention greedy, joint CTC/attention)
+are not part of a network: each is one implementation in one decoding module, used by scoring,
+the exported on-device model, the Recognizer and `live` alike.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 
 from aslfr.config import Config, preset
-from aslfr.data.shards import write_json
+from aslfr.files import write_json
 from aslfr.vocab import CharacterMap
 
 STAGES = ["prepare", "base", "score", "final", "control", "export", "evaluate", "report"]
@@ -237,7 +237,7 @@ class Pipeline:
     def _stage_score(self, resume: bool) -> dict:
         from aslfr.data.shards import ShardDataset
         from aslfr.score import merge_out_of_fold, score
-        from aslfr.train import validation_mask
+        from aslfr.data.loader import validation_mask
 
         runs = self.base_runs()
         if len(runs) == 1:

@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 
 from aslfr.landmarks import LANDMARK_COLUMNS, SELECTED_COLUMNS
+from aslfr.messages import first_line
 from aslfr.vocab import CHARMAP_KEY, COMPETITION, CharacterMap
 
 #: Re-decoding twice a second: the seed-final export takes about 130 ms an update at its
@@ -69,7 +70,7 @@ class ExportedModel:
             try:
                 session = ort.InferenceSession(str(path), opts)
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own classes
-                raise ValueError(f"{path}: not a loadable ONNX model ({str(e).strip().splitlines()[0][:200]})") from None
+                raise ValueError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
             shape = session.get_inputs()[0].shape
             if session.get_inputs()[0].name != "inputs" or shape[-1] != len(self.columns):
                 raise ValueError(f"{path}: expected an input 'inputs' of [T, {len(self.columns)}]; the model has "
@@ -228,7 +229,7 @@ class Recognizer:
         """Every sequence of a parquet, a video, or a directory of them: input, sequence_id,
         frames and text each."""
         from aslfr.data.kaggle import DataError
-        from aslfr.video import extract_landmarks, sequences_of
+        from aslfr.sources import extract_landmarks, sequences_of
 
         src = Path(source)
         if src.is_dir():
@@ -256,4 +257,10 @@ class Recognizer:
         return Stream(self, every_ms, gap_ms, fps, on_phrase)
 
 
-__all__ = ["DEFAULT_EVERY_MS", "DEFAULT_GAP_MS", "ExportedModel", "Phrase", "Recognizer", "Stream"]
+def transcribe(inputs: str | Path, model: str | Path, sequence_id: int | None = None,
+               progress: bool = False) -> list[dict]:
+    """`aslfr transcribe`: every sequence of a parquet, a video or a directory of them."""
+    return Recognizer(model).transcribe_all(inputs, sequence_id, progress=progress)
+
+
+__all__ = ["DEFAULT_EVERY_MS", "DEFAULT_GAP_MS", "ExportedModel", "Phrase", "Recognizer", "Stream", "transcribe"]

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from aslfr.data.kaggle import DataError, check_landmark_schema, csv_rows, read_landmarks
-from aslfr.data.shards import write_csv, write_json
+from aslfr.files import write_csv, write_json
 from aslfr.landmarks import LANDMARK_COLUMNS
 from aslfr.recognizer import VIDEO_SUFFIXES
 from aslfr.vocab import CharacterMap
@@ -98,7 +98,7 @@ def _write_sequence(path: Path, sequence_id: int, rows: np.ndarray) -> None:
 def _extract(rec: Recording, root: Path, out: Path) -> str | None:
     """Landmarks of one recording into its parquet; None when done, else why it failed."""
     from aslfr.posefile import read_pose
-    from aslfr.video import MissingExtra, extract_landmarks
+    from aslfr.sources import MissingExtra, extract_landmarks
 
     src = root / rec.file
     target = out / "train_landmarks" / f"{rec.sequence_id}.parquet"

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from aslfr.data.shards import ShardDataset, atomic_write, write_json
+from aslfr.data.shards import ShardDataset
+from aslfr.files import atomic_write, write_json
 from aslfr.metric import competition_score
 
 if TYPE_CHECKING:
@@ -57,7 +58,9 @@ def _val_scores(preds: list[str], targets: list[str], length_ok: np.ndarray, cle
 def write_report(p: "Pipeline") -> dict:
     from aslfr.baseline import baseline_score
     from aslfr.score import plot_histogram, read_score_table
-    from aslfr.train import Samples, load_model, passes_length_filter, predict, select_samples
+    from aslfr.checkpoints import load_model
+    from aslfr.data.loader import Samples, passes_length_filter, select_samples
+    from aslfr.score import predict
 
     ds = ShardDataset(p.prepared)
     planted_by_id = read_corruptions(Path(p.s.data))

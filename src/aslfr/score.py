@@ -12,8 +12,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from tqdm import tqdm
 
-from aslfr.data.shards import ShardDataset, atomic_write, write_table
+from aslfr.data.loader import Samples, collate
+from aslfr.data.shards import ShardDataset
+from aslfr.files import atomic_write, write_table
 from aslfr.metric import sample_score
 
 SCORE_COLUMNS = ("sequence_id", "participant_id", "file_id", "prediction", "phrase", "score")
@@ -29,8 +32,8 @@ def score(checkpoint: str | Path, data: str | Path, out: str | Path, batch_size:
     in the precision it trained in): bf16 autocast for the predictions. Inference at the demo's
     and the seed's shapes measured 1.4-1.7x faster under bf16 autocast than in float32 on a CPU
     with AVX512_BF16 (`benchmarks/predict.py`), so `auto` turns it on where the hardware has it."""
+    from aslfr.checkpoints import load_model
     from aslfr.hardware import bf16_enabled
-    from aslfr.train import Samples, load_model, predict
 
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"--batch-size {batch_size}: expected a whole number of sequences, at least 1")
@@ -55,6 +58,26 @@ def score(checkpoint: str | Path, data: str | Path, out: str | Path, batch_size:
     plot_histogram(table["score"], histogram_path(out))
     return {"sequences": len(idx), "mean_score": float(np.mean(table["score"])) if len(idx) else float("nan"),
             "precision": "bf16 autocast" if use_bf16 else "float32"}
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, samples: Samples, indices: np.ndarray, batch_size: int = 64,
+            device: str = "cpu", progress: bool = False, bf16: bool = False) -> list[str]:
+    """Greedy CTC predictions of `indices` (in that order), decoding each up to its real length;
+    under bf16 autocast with `bf16` (training's validation stays float32, the exported model's
+    precision)."""
+    model.eval()
+    order = np.argsort([int(samples.ds.meta["n_frames"][i]) for i in indices])
+    out: list[str] = [""] * len(indices)
+    for s in tqdm(range(0, len(order), batch_size), desc="predict", disable=not progress, leave=False):
+        chunk = order[s:s + batch_size]
+        batch = collate([samples[(0, int(indices[k]))] for k in chunk], None, samples.charmap.blank)
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
+            logits = model(batch["features"].to(device), batch["lengths"].to(device))
+        best = logits.float().argmax(-1).cpu().numpy()
+        for k, row, n in zip(chunk, best, batch["lengths"].tolist()):
+            out[k] = samples.charmap.ctc_greedy(row[:n])
+    return out
 
 
 def score_table(ds: ShardDataset, idx: np.ndarray, preds: list[str]) -> dict[str, np.ndarray | list]:

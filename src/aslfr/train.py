@@ -1,4 +1,7 @@
-"""Training: the seed's recipe (SEED-SPEC 8) on one CPU, one GPU, or many under torchrun.
+"""Training: the seed's recipe (SEED-SPEC 8) on one CPU, one GPU, or many under torchrun: the
+loop, top to bottom. What it reads is `aslfr.data.loader`; checkpoints and the run directory's
+identity are `aslfr.checkpoints`; the hardware's choices (bf16, cores) are `aslfr.hardware`, the
+matmul kernels `aslfr.kernels`.
 
 Run as `aslfr train ...`; under `torchrun --nproc_per_node N` the same command trains with
 DistributedDataParallel, each process taking its share of every global batch. Every random
@@ -9,223 +12,39 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from aslfr.augment import augment
+from aslfr.checkpoints import (TrainingError, identity_differences, last_checkpoint, newest_intact_checkpoint,
+                               read_identity, run_identity, save_checkpoint)
 from aslfr.config import Config
-from aslfr.data.shards import ShardDataset, atomic_write, write_json
-from aslfr.features import sample_features
-from aslfr.hardware import available_cores, bf16_enabled, bf16_reason
+from aslfr.data.loader import EpochBatches, Samples, make_loader, select_samples
+from aslfr.data.shards import ShardDataset
+from aslfr.files import atomic_write, write_json
+from aslfr.hardware import bf16_enabled, bf16_reason
 from aslfr.kernels import measure_model
 from aslfr.kernels import setting as matmul_setting
 from aslfr.memory import allocator_in_use
 from aslfr.metric import competition_score
 from aslfr.model import FingerspellingModel
 from aslfr.optim import Lookahead, RAdam, learning_rate
-from aslfr.vocab import MAX_PHRASE
-
-
-class TrainingError(RuntimeError):
-    pass
-
-
-# --------------------------------------------------------------------------------------------
-# Which samples train and which validate
-# --------------------------------------------------------------------------------------------
-
-def passes_length_filter(ds: ShardDataset) -> np.ndarray:
-    """SEED-SPEC 7.1: 2 * len(phrase) < max(right-hand frames, left-hand frames)."""
-    hands = np.maximum(ds.meta["n_right_hand_frames"], ds.meta["n_left_hand_frames"])
-    return 2 * np.array([len(p) for p in ds.phrases]) < hands
-
-
-def validation_mask(ds: ShardDataset, cfg: Config) -> np.ndarray:
-    """The seed's split: the first int(val_fraction * files) file_ids in sorted order (at least
-    one); or, stricter, a seeded choice of participants; or, with `folds` K > 1, participant fold
-    `fold` of K (out-of-fold scoring)."""
-    if cfg.split not in ("file", "participant"):
-        raise ValueError(f"split {cfg.split!r}: expected 'file' or 'participant'")
-    key = "file_id" if cfg.split == "file" and cfg.folds <= 1 else "participant_id"
-    groups = np.unique(ds.meta[key])
-    if cfg.folds > 1:
-        if not 0 <= cfg.fold < cfg.folds:
-            raise ValueError(f"fold={cfg.fold}: expected 0 to {cfg.folds - 1}")
-        # every sample of the fold's participants, supplemental too: no fold model sees them
-        return np.isin(ds.meta[key], participant_folds(groups, cfg.folds, cfg.seed)[cfg.fold])
-    else:
-        if len(groups) < 2:
-            raise ValueError(f"cannot hold out validation data: only {len(groups)} {key} in the data")
-        n_val = max(1, int(cfg.val_fraction * len(groups)))
-        chosen = groups[:n_val] if cfg.split == "file" else np.random.default_rng(cfg.seed).permutation(groups)[:n_val]
-    return np.isin(ds.meta[key], chosen) & (ds.meta["source"] == "train")
-
-
-def participant_folds(participants: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
-    """A seeded partition of the participants into `folds` groups of near-equal size."""
-    participants = np.unique(participants)
-    if not 1 < folds <= len(participants):
-        raise ValueError(f"folds={folds}: need 2 to {len(participants)} (the number of participants)")
-    order = np.random.default_rng(seed).permutation(participants)
-    return [np.sort(f) for f in np.array_split(order, folds)]
-
-
-def read_scores(path: Path, ds: ShardDataset) -> np.ndarray:
-    """Per-sample scores joined by sequence_id; every training candidate must have one."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: scores file not found (write it with 'aslfr score')")
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as e:
-        raise ValueError(f"{path}: not a readable scores parquet ({str(e).splitlines()[0]})") from None
-    missing = [c for c in ("sequence_id", "score") if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{path}: no {' or '.join(missing)} column (it has {', '.join(table.column_names)}); "
-                         f"expected the output of 'aslfr score'")
-    scores = dict(zip(table.column("sequence_id").to_pylist(), table.column("score").to_pylist()))
-    ids = ds.meta["sequence_id"].tolist()
-    missing = [s for s in ids if s not in scores]
-    if missing:
-        raise ValueError(f"{path}: {len(missing)} of {len(ids)} samples have no score "
-                         f"(first missing sequence_id {missing[0]}); score the same prepared data")
-    return np.array([scores[s] for s in ids], dtype=np.float64)
-
-
-def select_samples(ds: ShardDataset, cfg: Config, scores_path: Path | None) -> dict[str, np.ndarray]:
-    val = validation_mask(ds, cfg)
-    if cfg.train_filter == "length":
-        keep = passes_length_filter(ds)
-    elif cfg.train_filter == "score":
-        if scores_path is None:
-            raise ValueError("train_filter=score needs --scores (from 'aslfr score')")
-        keep = read_scores(scores_path, ds) > cfg.min_score
-    else:
-        raise ValueError(f"train_filter {cfg.train_filter!r}: expected 'length' or 'score'")
-    return {"train": np.flatnonzero(~val & keep), "val": np.flatnonzero(val),
-            "val_filtered": np.flatnonzero(val & passes_length_filter(ds)),
-            "dropped_by_filter": np.flatnonzero(~val & ~keep)}
-
-
-# --------------------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------------------
-
-class Samples(Dataset):
-    """Items are (epoch, sample index) pairs so that augmentation is seeded by both."""
-
-    def __init__(self, root: Path, cfg: Config, train: bool,
-                 stats: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-        """`stats`: the normalisation a trained model was trained with (its checkpoint's);
-        by default the prepared data's own."""
-        self.root, self.cfg, self.train = root, cfg, train
-        self.charmap = cfg.charmap
-        self._ds: ShardDataset | None = None
-        mean, std = stats if stats is not None else self.ds.stats()
-        self.mean = torch.as_tensor(np.asarray(mean), dtype=torch.float32)
-        self.std = torch.as_tensor(np.asarray(std), dtype=torch.float32)
-
-    @property
-    def ds(self) -> ShardDataset:
-        if self._ds is None:  # opened lazily: each worker maps the shards itself
-            self._ds = ShardDataset(self.root)
-        return self._ds
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, item: tuple[int, int]) -> dict:
-        epoch, i = item
-        coords = self.ds.coords(i)
-        if self.train and self.cfg.augment:
-            coords = augment(coords, np.random.default_rng([self.cfg.seed, epoch, i]))
-        feats = sample_features(torch.from_numpy(np.ascontiguousarray(coords)), self.mean, self.std, self.cfg.max_len)
-        return {"features": feats, "labels": torch.from_numpy(self.charmap.encode(self.ds.phrases[i])),
-                "sequence_id": int(self.ds.meta["sequence_id"][i])}
-
-
-def collate(items: list[dict], pad_to: int | None, blank: int) -> dict:
-    """Pad features with 0 (to `pad_to`, or the longest item) and labels with the blank (59 for
-    the competition's map) to 64."""
-    lengths = torch.tensor([len(it["features"]) for it in items])
-    t = pad_to or int(lengths.max())
-    feats = torch.zeros(len(items), t, items[0]["features"].shape[1])
-    if torch.utils.data.get_worker_info() is not None:  # straight into shared memory: sending a
-        feats.share_memory_()                          # batch to the trainer then copies nothing
-    labels = torch.full((len(items), MAX_PHRASE), blank, dtype=torch.long)
-    for k, it in enumerate(items):
-        feats[k, : len(it["features"])] = it["features"]
-        labels[k, : len(it["labels"])] = it["labels"]
-    return {"features": feats, "lengths": lengths, "labels": labels,
-            "label_lengths": torch.tensor([len(it["labels"]) for it in items]),
-            "sequence_ids": [it["sequence_id"] for it in items]}
-
-
-class EpochBatches:
-    """This process's share of every global batch, epoch after epoch: a seeded full shuffle per
-    epoch, global batches of `batch_size`, the last partial one dropped."""
-
-    def __init__(self, indices: np.ndarray, batch_size: int, seed: int, first_epoch: int,
-                 epochs: int, rank: int = 0, world: int = 1) -> None:
-        if batch_size % world:
-            raise ValueError(f"global batch {batch_size} does not split over {world} processes")
-        self.indices, self.batch, self.seed = indices, batch_size, seed
-        self.first, self.epochs, self.rank, self.world = first_epoch, epochs, rank, world
-        self.per_epoch = len(indices) // batch_size
-        if self.per_epoch == 0:
-            raise ValueError(f"{len(indices)} training samples do not fill one batch of {batch_size}")
-
-    def __len__(self) -> int:
-        return self.per_epoch * (self.epochs - self.first)
-
-    def __iter__(self):
-        local = self.batch // self.world
-        for epoch in range(self.first, self.epochs):
-            order = self.indices[np.random.default_rng([self.seed, epoch]).permutation(len(self.indices))]
-            for b in range(self.per_epoch):
-                start = b * self.batch + self.rank * local
-                yield [(epoch, int(i)) for i in order[start:start + local]]
+from aslfr.score import predict
 
 
 # --------------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, samples: Samples, indices: np.ndarray, batch_size: int = 64,
-            device: str = "cpu", progress: bool = False, bf16: bool = False) -> list[str]:
-    """Greedy CTC predictions of `indices` (in that order), decoding each up to its real length;
-    under bf16 autocast with `bf16` (training's validation stays float32, the exported model's
-    precision)."""
-    model.eval()
-    order = np.argsort([int(samples.ds.meta["n_frames"][i]) for i in indices])
-    out: list[str] = [""] * len(indices)
-    for s in tqdm(range(0, len(order), batch_size), desc="predict", disable=not progress, leave=False):
-        chunk = order[s:s + batch_size]
-        batch = collate([samples[(0, int(indices[k]))] for k in chunk], None, samples.charmap.blank)
-        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
-            logits = model(batch["features"].to(device), batch["lengths"].to(device))
-        best = logits.float().argmax(-1).cpu().numpy()
-        for k, row, n in zip(chunk, best, batch["lengths"].tolist()):
-            out[k] = samples.charmap.ctc_greedy(row[:n])
-    return out
-
 
 def validation_scores(model, samples: Samples, split: dict[str, np.ndarray], device: str) -> dict[str, float]:
     preds = predict(model, samples, split["val"], device=device)
@@ -266,139 +85,6 @@ def setup_distributed() -> Distributed:
         device = "cpu"
     return Distributed(dist.get_rank(), dist.get_world_size(), device)
 
-
-def _save_checkpoint(path: Path, model, opt: Lookahead, cfg: Config, epoch: int, step: int,
-                     stats: tuple[np.ndarray, np.ndarray]) -> None:
-    """The checkpoint carries the normalisation statistics, so it alone defines the model."""
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "config": cfg.to_dict(),
-             "epoch": epoch, "step": step, "torch_rng": torch.get_rng_state(),
-             "stats": {"mean": stats[0], "std": stats[1]}}
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def last_checkpoint(run_dir: Path) -> Path | None:
-    path = run_dir / "checkpoints" / "last.pt"
-    return path if path.is_file() else None
-
-
-def _epoch_checkpoints(folder: Path) -> list[Path]:
-    """epoch_*.pt in `folder`, newest first."""
-    return sorted(folder.glob("epoch_*.pt"), key=lambda p: p.name, reverse=True)
-
-
-def _epoch_of(path: Path) -> int:
-    return int(path.stem.split("_")[1])
-
-
-def _first_readable(paths: list[Path], device: str = "cpu", log=None) -> tuple[Path, dict] | None:  # noqa: ANN001
-    """The first of `paths` that reads as a checkpoint, with its contents; each unreadable one
-    is passed over, saying so through `log`."""
-    for path in paths:
-        try:
-            return path, read_checkpoint(path, device)
-        except TrainingError as e:
-            if log:
-                log(f"warning: {e}; passing over it")
-    return None
-
-
-def newest_intact_checkpoint(run_dir: Path, log=None) -> tuple[Path, dict] | None:  # noqa: ANN001
-    """The run's newest checkpoint that reads, with its contents: last.pt, unless an epoch file
-    is newer (a run stopped between writing the two), else the newest epoch_*.pt that reads."""
-    folder = run_dir / "checkpoints"
-    epochs = _epoch_checkpoints(folder)
-    last = _first_readable([folder / "last.pt"], log=log) if (folder / "last.pt").is_file() else None
-    if last is not None and not (epochs and _epoch_of(epochs[0]) > last[1].get("epoch", 0)):
-        return last
-    found = [c for c in (last, _first_readable(epochs, log=log)) if c is not None]
-    return max(found, key=lambda c: c[1].get("epoch", 0)) if found else None
-
-
-#: Settings a run may change when it continues: how long it trains (the cosine schedule then
-#: runs to the new end from where the run is) and how often it validates and saves.
-CONTINUABLE = ("epochs", "eval_every", "checkpoint_every", "workers", "compile")
-
-
-def file_digest(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def run_identity(cfg: Config, data: Path, scores: Path | None) -> dict:
-    """What makes a run the same job: its settings, the prepared data (its metadata and
-    statistics, by content) and the scores it filters with."""
-    return {"config": cfg.to_dict(),
-            "data": {"path": str(data), "metadata": file_digest(data / "metadata.parquet"),
-                     "stats": file_digest(data / "stats.npz")},
-            "scores": None if scores is None else {"path": str(scores), "sha256": file_digest(scores)}}
-
-
-def identity_differences(old: dict, new: dict) -> list[str]:
-    """What differs between two runs' identities, in words (settings that may change on
-    continuing are not differences)."""
-    out = []
-    a, b = json.loads(json.dumps(old.get("config", {}))), json.loads(json.dumps(new["config"]))  # tuples as lists
-    for key in sorted(set(a) | set(b)):
-        if key not in CONTINUABLE and a.get(key) != b.get(key):
-            out.append(f"{key} {a.get(key)!r} -> {b.get(key)!r}")
-    if "data" in old and (old["data"]["metadata"], old["data"]["stats"]) != (new["data"]["metadata"], new["data"]["stats"]):
-        out.append(f"data {old['data']['path']} -> {new['data']['path']} (other prepared data)")
-    if "scores" in old and (old["scores"] or {}).get("sha256") != (new["scores"] or {}).get("sha256"):
-        out.append(f"scores {(old['scores'] or {}).get('path')} -> {(new['scores'] or {}).get('path')} (other scores)")
-    return out
-
-
-def read_checkpoint(path: Path, device: str = "cpu") -> dict:
-    """A checkpoint's contents, read as data: tensors, numbers, strings, containers and float
-    numpy arrays only (PyTorch's weights-only unpickler), so that a file from elsewhere cannot
-    run code."""
-    allowed = [np.ndarray, np.dtype, np.dtypes.Float32DType, np.dtypes.Float64DType,
-               getattr(np, "_core", np.core).multiarray._reconstruct]
-    try:
-        with torch.serialization.safe_globals(allowed):
-            state = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such checkpoint") from None
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise TrainingError(f"{path}: not a readable aslfr checkpoint ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200]})") from None
-    if not isinstance(state, dict) or not {"model", "config"} <= set(state):
-        raise TrainingError(f"{path}: not an aslfr checkpoint (no 'model' and 'config' entries)")
-    return state
-
-
-def load_model(checkpoint: Path, device: str = "cpu"
-               ) -> tuple[FingerspellingModel, Config, tuple[np.ndarray, np.ndarray] | None]:
-    """The model, its settings and the normalisation statistics it was trained with (None for a
-    checkpoint written before they were stored). Trained and imported (`aslfr import-keras`)
-    checkpoints load the same way."""
-    checkpoint = Path(checkpoint)
-    try:
-        state = read_checkpoint(checkpoint, device)
-    except TrainingError as e:
-        # a cut-off last.pt (or epoch file) with intact epoch checkpoints beside it
-        older = [p for p in _epoch_checkpoints(checkpoint.parent) if p.name != checkpoint.name
-                 and (checkpoint.name == "last.pt" or p.name < checkpoint.name)]
-        found = _first_readable(older, device)
-        if found is None:
-            raise
-        print(f"warning: {e}; using {found[0]} instead", file=sys.stderr)
-        checkpoint, state = found
-    cfg = Config.from_dict(state["config"])
-    model = FingerspellingModel(cfg).to(device)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise TrainingError(f"{checkpoint}: its weights do not fit its settings ({str(e).splitlines()[0]})") from None
-    stats = (state["stats"]["mean"], state["stats"]["std"]) if "stats" in state else None
-    return model.eval(), cfg, stats
-
-
 def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
           scores: str | Path | None = None, stop_after_epochs: int | None = None,
           progress: bool = True) -> dict:
@@ -422,7 +108,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
     # The run directory holds one job: continue it, or refuse another one (before writing).
     identity = run_identity(cfg, data, Path(scores) if scores else None)
     found = newest_intact_checkpoint(out, log=print if env.main else None)
-    earlier = _read_identity(out)
+    earlier = read_identity(out)
     if earlier is None and found is not None:  # a run from before run.json: its checkpoint's settings
         earlier = {"config": found[1]["config"]}
     if earlier is not None:
@@ -521,7 +207,7 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
             _append_metrics(out, row)
             if done % cfg.checkpoint_every == 0 or done == cfg.epochs or done == last_epoch:
                 for name in (f"epoch_{done:05d}.pt", "last.pt"):
-                    _save_checkpoint(out / "checkpoints" / name, model, opt, cfg, done, step, stats)
+                    save_checkpoint(out / "checkpoints" / name, model, opt, cfg, done, step, stats)
         if env.world > 1:
             dist.barrier()
     bar.close()
@@ -529,53 +215,10 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
         dist.destroy_process_group()
     return row
 
-
-def _read_identity(out: Path) -> dict | None:
-    path = out / "run.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    if (out / "config.json").is_file():  # a run from before run.json
-        return {"config": json.loads((out / "config.json").read_text())}
-    return None
-
-
 def _last_metrics(out: Path) -> dict:
     path = out / "metrics.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
     return rows[-1] if rows else {}
-
-
-def _one_thread(_: int) -> None:
-    torch.set_num_threads(1)  # workers augment; the main process keeps the cores for the model
-
-
-def loader_workers(setting: int, device: str, world: int = 1) -> int:
-    """DataLoader worker processes for `workers` = `setting`; -1 (auto): on a CPU one, since the
-    model takes every core and the loader's work is about 1% of a step there (a seed-base sample
-    costs about 1.6 ms to load and 300 ms to train on); on a GPU, every core of this process's
-    share but one (the one feeding the GPU), at most 16: a GPU can train seed-base at thousands of
-    samples/s, which takes several loader cores at 300-600 samples/s each (`benchmarks/epoch.py`
-    measures both)."""
-    if setting >= 0:
-        return setting
-    if not device.startswith("cuda"):
-        return 1
-    return max(1, min(16, available_cores() // max(1, world) - 1))
-
-
-def make_loader(samples: Samples, batches: "EpochBatches", cfg: Config, device: str, world: int = 1,
-                log=None) -> DataLoader:  # noqa: ANN001
-    """The training DataLoader: `batches` of `samples`, augmented and collated in worker
-    processes, padded to `max_len` (the seed's shapes) or to the batch's longest sample."""
-    workers = loader_workers(cfg.workers, device, world)
-    if log and cfg.workers < 0:
-        log(f"workers=auto: {workers} loader process{'es' if workers != 1 else ''} on {device} "
-            f"({available_cores()} cores available)")
-    pad_to = None if cfg.pad_to_batch else cfg.max_len
-    return DataLoader(samples, batch_sampler=batches, num_workers=workers,
-                      collate_fn=partial(collate, pad_to=pad_to, blank=cfg.charmap.blank), worker_init_fn=_one_thread,
-                      prefetch_factor=4 if workers else None, pin_memory=device.startswith("cuda"))
-
 
 def make_optimizer(model: torch.nn.Module, cfg: Config) -> Lookahead:
     """SEED-SPEC 8: RAdam (eps 1e-7, rectified from an SMA length of `radam_threshold`) inside

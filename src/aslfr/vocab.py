@@ -70,7 +70,7 @@ class CharacterMap:
         return dict(self.index)
 
     def save(self, path: Path) -> None:
-        from aslfr.data.shards import atomic_write
+        from aslfr.files import atomic_write
 
         text = json.dumps(self.to_mapping(), indent=1, ensure_ascii=False) + "\n"
         atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

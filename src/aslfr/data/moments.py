@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from aslfr.data.kernels import N_SUMS, in_parts, sums_kernel
-from aslfr.data.shards import N_COLUMNS, save_npz
+from aslfr.data.shards import N_COLUMNS
+from aslfr.files import save_npz
 from aslfr.features import N_FEATURES
 from aslfr.landmarks import CENTRE_POINT, N_SELECTED, NODE_ORDER
 

@@ -26,7 +26,8 @@ from tqdm import tqdm
 from aslfr.data.kaggle import (DataError, SequenceInfo, check_landmark_schema, read_metadata,
                                read_sequence_blocks)
 from aslfr.data.moments import FeatureMoments, sequence_sums
-from aslfr.data.shards import METADATA_FIELDS, N_COLUMNS, save_npy, save_npz, to_blocks, write_json, write_table
+from aslfr.data.shards import METADATA_FIELDS, N_COLUMNS, to_blocks
+from aslfr.files import save_npy, save_npz, write_json, write_table
 from aslfr.data.tfrecords import TFRecordError, file_id_of, read_seed_file
 from aslfr.landmarks import SELECTED_COLUMNS
 from aslfr.vocab import COMPETITION, CharacterMap

@@ -20,10 +20,6 @@ of a sequence is one contiguous copy, and the statistics' sums run along contigu
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,32 +28,12 @@ import pyarrow.parquet as pq
 
 from aslfr.features import rows_to_coords
 from aslfr.landmarks import SELECTED_COLUMNS
+from aslfr.messages import first_line
 
 N_COLUMNS = len(SELECTED_COLUMNS)
 
 METADATA_FIELDS = ("sequence_id", "participant_id", "file_id", "phrase", "n_frames",
                    "n_right_hand_frames", "n_left_hand_frames", "source", "offset")
-
-
-def atomic_write(path: Path, write) -> None:  # noqa: ANN001 - write(tmp_path) callback
-    """Write through a temporary name and rename, so a cut-off write never looks finished."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_csv(path: Path, header: list[str], rows: Iterable[Sequence]) -> None:
-    """A UTF-8 csv file with `header`, written through a temporary name."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(header)
-            w.writerows(rows)
-    atomic_write(Path(path), write)
 
 
 class ShardDataset:
@@ -71,7 +47,7 @@ class ShardDataset:
         try:
             table = pq.read_table(meta_path)
         except (OSError, pa.ArrowException) as e:
-            raise FileNotFoundError(f"{meta_path}: unreadable ({str(e).splitlines()[0]}); run 'aslfr prepare' again") from None
+            raise FileNotFoundError(f"{meta_path}: unreadable ({first_line(e)}); run 'aslfr prepare' again") from None
         missing = [c for c in METADATA_FIELDS if c not in table.column_names]
         if missing:
             raise FileNotFoundError(f"{meta_path}: no column(s) {', '.join(missing)}: not written by 'aslfr prepare'")
@@ -153,29 +129,3 @@ def to_blocks(sequences: list[np.ndarray], n_cols: int = N_COLUMNS) -> np.ndarra
     if not sequences:
         return np.zeros(0, np.float32)
     return np.concatenate([np.asarray(s, np.float32).reshape(-1, n_cols).T.ravel() for s in sequences])
-
-
-def write_table(path: Path, columns: dict[str, list | np.ndarray]) -> None:
-    """Numeric columns from numpy arrays, text columns from lists of strings (typed as strings
-    even when empty, so that tables of files with no rows concatenate with the others)."""
-    table = pa.table({k: (v if isinstance(v, np.ndarray) else pa.array(v, type=pa.string()))
-                      for k, v in columns.items()})
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
-
-
-def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.savez would append '.npz' to a name
-            np.savez(f, **arrays)
-    atomic_write(path, write)
-
-
-def save_npy(path: Path, array: np.ndarray) -> None:
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-    atomic_write(path, write)
-
-
-def write_json(path: Path, obj: object) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))

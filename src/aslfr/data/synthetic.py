@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aslfr.data.shards import write_csv
+from aslfr.files import write_csv
 from aslfr.landmarks import LANDMARK_COLUMNS, PARTS
 from aslfr.vocab import CHAR_TO_INDEX, CHARACTERS, COMPETITION, CharacterMap
 

@@ -1,0 +1,71 @@
+"""Writing files so that a cut-off write never looks finished: everything `aslfr` writes goes
+through a temporary name beside its target and is renamed into place. The temporary name is
+unique to the writing process and call, so two writers never share one."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def temporary_name(path: Path) -> Path:
+    """A hidden name beside `path`, unique to this process and call."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def atomic_write(path: Path, write) -> None:  # noqa: ANN001 - write(tmp_path) callback
+    """`write(tmp)` to a temporary name, then rename it to `path`; the temporary is removed if
+    anything fails."""
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_csv(path: Path, header: list[str], rows: Iterable[Sequence]) -> None:
+    """A UTF-8 csv file with `header`."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+    atomic_write(Path(path), write)
+
+
+def write_table(path: Path, columns: dict[str, list | np.ndarray]) -> None:
+    """A parquet table: numeric columns from numpy arrays, text columns from lists of strings
+    (typed as strings even when empty, so that tables of files with no rows concatenate with the
+    others)."""
+    table = pa.table({k: (v if isinstance(v, np.ndarray) else pa.array(v, type=pa.string()))
+                      for k, v in columns.items()})
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append '.npz' to a name
+            np.savez(f, **arrays)
+    atomic_write(path, write)
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+    atomic_write(path, write)
+
+
+def write_json(path: Path, obj: object) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
