@@ -150,6 +150,44 @@ def test_a_finished_run_says_so_and_extends_to_more_epochs(prepared_dir: Path, t
     assert json.loads((tmp_path / "config.json").read_text())["epochs"] == 3
 
 
+def test_a_finished_run_cannot_be_shortened(prepared_dir: Path, tmp_path: Path) -> None:
+    train(_cfg("epochs=2"), prepared_dir, tmp_path, progress=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("*.json")}
+    with pytest.raises(TrainingError, match=r"holds a run 2 epochs long, more than --set epochs=1"):
+        train(_cfg("epochs=1"), prepared_dir, tmp_path, progress=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.json")} == before  # run.json, config.json untouched
+
+
+def test_a_second_train_into_a_running_directory_is_refused(prepared_dir: Path, tmp_path: Path) -> None:
+    """The run's lock: held by a live process, another train into the same --out is one line and
+    writes nothing; released when that process ends."""
+    import subprocess
+    import sys
+    import time
+
+    from aslfr.checkpoints import run_lock
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from aslfr.checkpoints import run_lock\n"
+                               "with run_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)",
+                               str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(TrainingError, match=rf"another 'aslfr train' is running in it \(process {holder.pid}\)"):
+            train(_cfg("epochs=1"), prepared_dir, run, progress=False)
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    train(_cfg("epochs=1"), prepared_dir, run, progress=False)  # the system released the dead holder's lock
+    assert (run / "checkpoints" / "last.pt").is_file()
+    with run_lock(tmp_path / "fresh"):
+        pass
+    assert not (tmp_path / "fresh").exists()  # a refused or empty run leaves no directory behind
+
+
 def test_a_cut_off_checkpoint_falls_back_to_the_newest_intact_one(prepared_dir: Path, tmp_path: Path, capsys) -> None:
     cfg = _cfg("epochs=3", "checkpoint_every=1")
     train(cfg, prepared_dir, tmp_path / "full", progress=False)
@@ -230,6 +268,21 @@ def test_bad_submissions_are_named(synth_dir: Path, tmp_path: Path, capsys) -> N
     bad_onnx.write_bytes(b"junk")
     _one_line_error(capsys, ["transcribe", str(synth_dir / "train_landmarks"), "--model", str(bad_onnx)],
                     "m.onnx: not a loadable ONNX model")
+
+
+def test_synth_reruns_the_same_dataset_and_refuses_another_in_its_place(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "s"
+    args = ["synth", str(out), "--sequences", "6", "--participants", "2", "--files", "2", "--seed", "3"]
+    assert main(args) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(args) == 0  # the same settings: the same files again
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    capsys.readouterr()
+    _one_line_error(capsys, ["synth", str(out), "--sequences", "4", "--participants", "2", "--files", "1", "--seed", "3"],
+                    str(out), "holds a synthetic dataset made with other settings", "sequences 6 -> 4", "files 2 -> 1")
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # untouched
+    (out / "synth.json").unlink()  # now a dataset synth did not make (a real one, say)
+    _one_line_error(capsys, args, "already holds a dataset (train.csv, train_landmarks)")
 
 
 def test_synth_and_show_check_their_arguments(synth_dir: Path, tmp_path: Path, capsys) -> None:

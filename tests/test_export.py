@@ -223,3 +223,38 @@ def test_evaluator_names_columns_the_model_or_the_data_do_not_take(exported: Pat
             z.writestr("inference_args.json", json.dumps({"selected_columns": columns}))
         with pytest.raises(ValueError, match=says):
             evaluate_submission(path, synth_dir, limit=2)
+
+
+def test_an_export_into_an_earlier_one_leaves_only_its_own_files(exported: Path, trained_run: Path,
+                                                                 tmp_path: Path) -> None:
+    """--onnx-only into a folder holding a full export: the old TFLite files and submission.zip go
+    (they belong to another export), export.json lists exactly what is there, and nothing of the
+    hidden staging folder is left."""
+    import shutil
+
+    from aslfr.export import export
+
+    out = tmp_path / "export"
+    shutil.copytree(exported, out)
+    (out / "notes.txt").write_text("the user's own file")
+    result = export(trained_run / "checkpoints" / "last.pt", out, max_frames=48, tflite=False, log=lambda *_: None)
+    assert sorted(result["files"]) == ["model.onnx"]
+    assert json.loads((out / "export.json").read_text())["files"] == result["files"]
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx", "notes.txt"]
+
+
+def test_an_export_that_cannot_finish_is_one_line_and_leaves_no_export_json(trained_run: Path, tmp_path: Path,
+                                                                             capsys) -> None:
+    from aslfr.cli import main
+
+    ckpt = str(trained_run / "checkpoints" / "last.pt")
+    assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "a"), "--max-frames", "-5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("aslfr export: error: --max-frames -5: expected a whole number of frames from 1 to 100000")
+    assert not (tmp_path / "a").exists()
+    out = tmp_path / "b"
+    (out / "model.onnx").mkdir(parents=True)  # a directory where the model must go: cannot be replaced
+    assert main(["export", "--checkpoint", ckpt, "--out", str(out), "--onnx-only", "--max-frames", "48"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out / "model.onnx") in err[0] and ".tmp" not in err[0] and ".export-" not in err[0]
+    assert not (out / "export.json").exists() and [p.name for p in out.iterdir()] == ["model.onnx"]

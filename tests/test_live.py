@@ -111,6 +111,17 @@ def test_live_streams_a_landmark_file_and_reports_its_figures(exported: Path, sy
     assert "real-time factor" in format_figures(f) and "read from a file" in format_figures(f)
 
 
+def test_live_checks_its_numbers_before_it_starts(exported: Path, synth_dir: Path, capsys) -> None:
+    from aslfr.cli import main
+
+    path = sorted((synth_dir / "train_landmarks").glob("*.parquet"))[0]
+    for flag, value, says in (("--limit", "0", "--limit 0: expected at least 1 sequence"),
+                              ("--every-ms", "nan", "--every-ms nan: expected a positive number"),
+                              ("--gap-ms", "-1", "--gap-ms -1.0: expected a positive number")):
+        assert main(["live", str(path), "--model", str(exported / "submission.zip"), flag, value]) == 2
+        assert capsys.readouterr().err.strip() == f"aslfr live: error: {says}"
+
+
 @pytest.mark.skipif(not video_python().is_file(), reason="video extra missing: run 'make video'")
 def test_live_on_a_video_with_no_person_gives_no_text(exported: Path, tmp_path: Path) -> None:
     import imageio.v3 as iio

@@ -89,6 +89,12 @@ def test_pipeline_rejects_unknown_stage_and_preset(synth_dir: Path, tmp_path: Pa
     with pytest.raises(ValueError, match="pipeline preset"):
         Pipeline(PipelineSettings(synth_dir, tmp_path, preset="nope"))
     assert main(["pipeline", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--no-export"]) == 2
+    assert main(["pipeline", "--data", str(synth_dir), "--out", str(tmp_path / "z"), "--preset", "demo",
+                 "--set", "epochs=0"]) == 2
+    assert not (tmp_path / "z").exists()  # refused before prepare wrote anything
+    with pytest.raises(ValueError, match="--from report comes after --to base"):
+        Pipeline(PipelineSettings(synth_dir, tmp_path / "p", preset="demo")).run("report", "base")
+    assert not (tmp_path / "p" / "stages").exists()
 
 
 def test_jobs_2_trains_control_in_its_own_process_with_the_same_result(synth_dir: Path, tmp_path: Path,

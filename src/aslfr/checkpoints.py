@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -171,3 +174,38 @@ def read_identity(out: Path) -> dict | None:
     if (out / "config.json").is_file():  # a run from before run.json
         return {"config": json.loads((out / "config.json").read_text())}
     return None
+
+
+@contextmanager
+def run_lock(out: Path, hold: bool = True) -> Iterator[None]:
+    """Hold `out`'s lock (an advisory lock on `out/.lock`, released by the system if the process
+    dies) for the body; another process already holding it is a TrainingError naming it. Under
+    torchrun only the main process (`hold`) takes it. A directory that this call created and that
+    holds nothing else afterwards is removed again, so a refused run leaves nothing behind."""
+    if not hold:
+        yield
+        return
+    import fcntl
+
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / ".lock"
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise TrainingError(f"{out}: another 'aslfr train' is running in it (process {holder}); wait for it to "
+                                f"finish, or train into another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            if created and [p.name for p in out.iterdir()] == [".lock"]:
+                lock.unlink()
+                out.rmdir()
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -11,7 +11,9 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 import warnings
 import zipfile
@@ -100,33 +102,70 @@ def write_submission(tflite: Path, out: Path, charmap: CharacterMap = COMPETITIO
     return zpath
 
 
+#: what an export writes into its folder (export.json last)
+EXPORT_FILES = ("model.onnx", *(f"model_{v}.tflite" for v in TFLITE_VARIANTS), "model.tflite",
+                "inference_args.json", "submission.zip")
+
+
 def export(checkpoint: str | Path, out: str | Path, max_frames: int | None = 320, fp16: bool = False,
            tflite: bool = True, stats: str | Path | None = None, log=print) -> dict:
     """Write model.onnx, model_{float32,float16,int8}.tflite, model.tflite (the submitted variant),
-    inference_args.json and submission.zip; returns the files and their sizes."""
+    inference_args.json and submission.zip; returns the files and their sizes.
+
+    Everything is built in a hidden folder inside `out` and moved into place only when all of it
+    is written, with `export.json` last; files of an earlier export that this one does not write
+    (its TFLite files and submission.zip after `--onnx-only`) are removed, so `out` never mixes two
+    models and `export.json` lists exactly what is there."""
+    if max_frames is not None and not (isinstance(max_frames, int) and 1 <= max_frames <= MAX_EXPORT_FRAMES):
+        raise ExportError(f"--max-frames {max_frames}: expected a whole number of frames from 1 to {MAX_EXPORT_FRAMES}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     module, cfg = build(Path(checkpoint), stats, max_frames=max_frames)
     result: dict = {"checkpoint": str(checkpoint), "max_frames": module.max_frames, "files": {}}
-    t0 = time.time()
-    export_onnx(module, out / "model.onnx", charmap=cfg.charmap)
-    log(f"wrote {out / 'model.onnx'} in {time.time() - t0:.1f} s")
-    if tflite:
+    stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
         t0 = time.time()
-        variants = convert_tflite(out / "model.onnx", out)
-        log(f"wrote TFLite {', '.join(TFLITE_VARIANTS)} in {time.time() - t0:.1f} s")
-        chosen = variants["float16" if fp16 else "float32"]
-        atomic_write(out / "model.tflite", lambda tmp: Path(tmp).write_bytes(chosen.read_bytes()))
-        result["submitted_variant"] = "float16" if fp16 else "float32"
-        write_submission(out / "model.tflite", out, cfg.charmap)
-        size = (out / "model.tflite").stat().st_size
-        if size > KAGGLE_SIZE_LIMIT:
-            log(f"warning: model.tflite is {size / 2**20:.1f} MiB, over Kaggle's 40 MB limit; export with --fp16")
-    for f in sorted(out.iterdir()):
-        if f.suffix in (".onnx", ".tflite", ".zip"):
-            result["files"][f.name] = f.stat().st_size
+        export_onnx(module, stage / "model.onnx", charmap=cfg.charmap)
+        log(f"wrote {out / 'model.onnx'} in {time.time() - t0:.1f} s")
+        if tflite:
+            t0 = time.time()
+            variants = convert_tflite(stage / "model.onnx", stage)
+            log(f"wrote TFLite {', '.join(TFLITE_VARIANTS)} in {time.time() - t0:.1f} s")
+            chosen = variants["float16" if fp16 else "float32"]
+            shutil.copyfile(chosen, stage / "model.tflite")
+            result["submitted_variant"] = "float16" if fp16 else "float32"
+            write_submission(stage / "model.tflite", stage, cfg.charmap)
+            size = (stage / "model.tflite").stat().st_size
+            if size > KAGGLE_SIZE_LIMIT:
+                log(f"warning: model.tflite is {size / 2**20:.1f} MiB, over Kaggle's 40 MB limit; export with --fp16")
+        written = [name for name in EXPORT_FILES if (stage / name).is_file()]
+        for name in written:
+            if name.endswith((".onnx", ".tflite", ".zip")):
+                result["files"][name] = (stage / name).stat().st_size
+        _publish(stage, out, written)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     write_json(out / "export.json", result)
     return result
+
+
+def _publish(stage: Path, out: Path, written: list[str]) -> None:
+    """Move the staged files into `out` and remove an earlier export's files that are not among
+    them; export.json goes first, so that a failure part-way leaves no export.json describing
+    another model's files."""
+    try:
+        (out / "export.json").unlink(missing_ok=True)
+        for name in EXPORT_FILES:
+            if name not in written:
+                (out / name).unlink(missing_ok=True)
+        for name in written:
+            target = out / name
+            try:
+                os.replace(stage / name, target)
+            except OSError as e:
+                raise ExportError(f"{target}: cannot be written ({e.strerror or e})") from None
+    except OSError as e:
+        raise ExportError(f"{e.filename or out}: cannot be replaced ({e.strerror or e})") from None
 
 
 def main_sizes(result: dict) -> str:

@@ -11,6 +11,7 @@ from a phrase's last hand frame to its final text, and the real-time factor.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import struct
@@ -140,6 +141,13 @@ def live(model: str | Path, source: str | Path | None = None, camera: int | None
          sequence_id: int | None = None, every_ms: float = DEFAULT_EVERY_MS, gap_ms: float = DEFAULT_GAP_MS,
          realtime: bool = False, fps: float = 30.0, out: TextIO = sys.stdout, limit: int | None = None) -> dict:
     """Run the live recogniser over a source; returns the phrases and the figures."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit {limit}: expected at least 1 sequence")
+    for name, value in (("every-ms", every_ms), ("gap-ms", gap_ms), ("fps", fps)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--{name} {value}: expected a positive number")
+    if camera is not None and camera < 0:
+        raise ValueError(f"--camera {camera}: expected a camera number >= 0")
     rec = Recognizer(model)
     if (source is None) == (camera is None):
         raise ValueError("give either an input (a video or a landmark parquet) or --camera N")

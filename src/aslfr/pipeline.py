@@ -85,6 +85,10 @@ class Pipeline:
         # the final model without the score filter: its settings do not depend on min_score
         self.control_cfg = (preset(PIPELINE_PRESETS[s.preset][1]).override(s.overrides + ["train_filter=length"])
                             .with_charmap(s.charmap()))
+        for cfg in (self.base_cfg, self.final_cfg, self.control_cfg):  # before any stage writes anything
+            cfg.check()
+        if s.folds < 0:
+            raise ValueError(f"--folds {s.folds}: expected 0 (no folds) or 2 or more")
         self.records = self.out / "stages"
         self.fingerprints: dict[str, str] = {}
 
@@ -145,9 +149,12 @@ class Pipeline:
                 raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
         if self.s.jobs < 1:
             raise ValueError(f"jobs must be at least 1, not {self.s.jobs}")
-        self.records.mkdir(parents=True, exist_ok=True)
         first = STAGES.index(start) if start else 0
         last = STAGES.index(stop) if stop else len(STAGES) - 1
+        if first > last:
+            raise ValueError(f"--from {STAGES[first]} comes after --to {STAGES[last]}: the stages run in the order "
+                             f"{' -> '.join(STAGES)}")
+        self.records.mkdir(parents=True, exist_ok=True)
         selected = STAGES[first:last + 1]
         background: multiprocessing.Process | None = None
         threads = None

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from aslfr.checkpoints import (TrainingError, identity_differences, last_checkpoint, newest_intact_checkpoint,
-                               read_identity, run_identity, save_checkpoint)
+                               read_identity, run_identity, run_lock, save_checkpoint)
 from aslfr.config import Config
 from aslfr.data.loader import EpochBatches, Samples, make_loader, select_samples
 from aslfr.data.shards import ShardDataset
@@ -89,13 +89,19 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
           scores: str | Path | None = None, stop_after_epochs: int | None = None,
           progress: bool = True) -> dict:
     """Train to `cfg.epochs` (or stop after `stop_after_epochs` more, as an interruption would);
-    returns the last metrics row."""
+    returns the last metrics row. One job at a time in a run directory: a second `train` into
+    the same `out` while one runs is refused (the run's lock, `aslfr.checkpoints.run_lock`)."""
     env = setup_distributed()
     cfg.check(env.world)
     matmul_setting()  # a bad ASLFR_MATMUL stops here, before anything is written
+    with run_lock(Path(out), hold=env.main):
+        return _train(env, cfg, Path(data), Path(out), resume, scores, stop_after_epochs, progress)
+
+
+def _train(env: Distributed, cfg: Config, data: Path, out: Path, resume: bool, scores: str | Path | None,
+           stop_after_epochs: int | None, progress: bool) -> dict:
     if env.main and progress:
         print(f"memory allocator: {allocator_in_use()}")
-    data, out = Path(data), Path(out)
     torch.manual_seed(cfg.seed)  # the same initial weights on every process
     ds = ShardDataset(data)
     if ds.charmap != cfg.charmap:
@@ -136,6 +142,9 @@ def train(cfg: Config, data: str | Path, out: str | Path, resume: bool = False,
         model.load_state_dict({k: v.to(env.device) for k, v in state["model"].items()})
         opt.load_state_dict(state["optimizer"])
         first_epoch, step = state["epoch"], state["step"]
+        if first_epoch > cfg.epochs:
+            raise TrainingError(f"{out}: holds a run {first_epoch} epochs long, more than --set epochs={cfg.epochs}; "
+                                f"a run cannot be shortened: train into another --out")
         if env.main:
             print(f"continuing {out} from {ckpt.name} (epoch {first_epoch} of {cfg.epochs})")
     elif resume and env.main:

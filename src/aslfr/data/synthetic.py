@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from aslfr.files import write_csv
+from aslfr.files import write_csv, write_json
 from aslfr.landmarks import LANDMARK_COLUMNS, PARTS
 from aslfr.vocab import CHAR_TO_INDEX, CHARACTERS, COMPETITION, CharacterMap
 
@@ -578,6 +578,9 @@ def synthesize(out_dir: str | Path, sequences: int = 1000, participants: int = 1
     if not 0 <= corrupt_fraction < 1:
         raise ValueError(f"corrupt fraction {corrupt_fraction} is not in [0, 1)")
     out = Path(out_dir)
+    settings = {"sequences": sequences, "participants": participants, "files": files, "seed": seed,
+                "corrupt_fraction": corrupt_fraction, "supplemental": supplemental, "characters": list(charmap.tokens)}
+    _check_rerun(out, settings)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     participant_ids = sorted(rng.choice(np.arange(1, 300), participants, replace=False).tolist())
@@ -624,8 +627,37 @@ def synthesize(out_dir: str | Path, sequences: int = 1000, participants: int = 1
         (out / "character_to_prediction_index.json").write_text(json.dumps(CHAR_TO_INDEX, indent=1))
     else:
         charmap.save(out / "character_to_prediction_index.json")
+    write_json(out / SETTINGS_FILE, settings)
     return {"sequences": sequences, "supplemental": supplemental, "files": len(jobs),
             "corrupt": sum(1 for r in rows["train"] if r[5])}
+
+
+SETTINGS_FILE = "synth.json"  # what a synthetic dataset was made with
+
+
+def _check_rerun(out: Path, settings: dict) -> None:
+    """A rerun into a dataset `synth` made with the same settings writes the same files again;
+    anything else already there (another synthetic dataset, a real one) is refused, naming what
+    differs, before a file is touched: its old parquet files would otherwise stay beside the new
+    train.csv."""
+    made = out / SETTINGS_FILE
+    if made.is_file():
+        try:
+            old = json.loads(made.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            old = None
+        if not isinstance(old, dict):
+            raise ValueError(f"{made}: unreadable; synthesise into a new directory, or delete {out}")
+        differs = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v]
+        if differs:
+            raise ValueError(f"{out}: holds a synthetic dataset made with other settings ({'; '.join(differs)}); "
+                             f"synthesise into another directory, or delete {out}")
+        return
+    found = [name for name in ("train.csv", "train_landmarks", "supplemental_metadata.csv", "supplemental_landmarks")
+             if (out / name).exists()]
+    if found:
+        raise ValueError(f"{out}: already holds a dataset ({', '.join(found)}) that 'aslfr synth' did not make; "
+                         f"synthesise into an empty or new directory")
 
 
 class _Inline:
