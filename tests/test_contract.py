@@ -9,6 +9,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -104,6 +105,52 @@ def test_a_damaged_prepared_directory_is_named(prepared_dir: Path, tmp_path: Pat
     err = _one_line_error(capsys, ["train", "--preset", "demo", "--data", str(copy), "--out", str(tmp_path / "r")],
                           ".npy: missing from the prepared directory")
     assert not (tmp_path / "r").exists(), err
+
+
+@pytest.mark.parametrize("damage", ["no std", "a pickle", "wrong shape", "not finite", "not a zip"])
+def test_damaged_statistics_are_named_before_training(prepared_dir: Path, tmp_path: Path, capsys, damage: str) -> None:
+    copy = tmp_path / "prepared"
+    shutil.copytree(prepared_dir, copy)
+    stats = copy / "stats.npz"
+    mean = np.load(prepared_dir / "stats.npz")["mean"]
+    with open(stats, "wb") as f:
+        if damage == "no std":
+            np.savez(f, mean=mean)
+        elif damage == "a pickle":
+            np.savez(f, mean=np.array([{"x": 1}], dtype=object), std=mean)
+        elif damage == "wrong shape":
+            np.savez(f, mean=mean[:10], std=mean)
+        elif damage == "not finite":
+            np.savez(f, mean=np.full_like(mean, np.nan), std=mean)
+        else:
+            f.write(b"junk")
+    says = {"no std": "no std array", "a pickle": "holds Python objects, not float arrays; refused",
+            "wrong shape": "'mean' is float32 [10]", "not finite": "with non-finite values",
+            "not a zip": "unreadable"}[damage]
+    _one_line_error(capsys, ["train", "--preset", "demo", "--data", str(copy), "--out", str(tmp_path / "r")],
+                    str(stats), says)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("damage", ["a string dim", "a non-dict model", "stats of the wrong shape"])
+def test_a_checkpoint_with_malformed_contents_is_one_line(prepared_dir: Path, tmp_path: Path, capsys,
+                                                          damage: str) -> None:
+    train(_cfg("epochs=1"), prepared_dir, tmp_path / "run", progress=False)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=False)
+    if damage == "a string dim":
+        state["config"]["dim"] = "wide"
+    elif damage == "a non-dict model":
+        state["model"] = [1, 2, 3]
+    else:
+        state["stats"]["mean"] = state["stats"]["mean"][:5]
+    bad = tmp_path / "bad.pt"
+    torch.save(state, bad)
+    says = {"a string dim": "its settings cannot build a model", "a non-dict model": "is not a set of named weights",
+            "stats of the wrong shape": "its normalisation 'mean' is not 600 finite floats"}[damage]
+    _one_line_error(capsys, ["score", "--checkpoint", str(bad), "--data", str(prepared_dir),
+                             "--out", str(tmp_path / "s.parquet")], str(bad), says)
+    _one_line_error(capsys, ["score", "--checkpoint", str(tmp_path / "run" / "checkpoints" / "last.pt"),
+                             "--data", str(prepared_dir), "--out", str(tmp_path)], "is a directory")
 
 
 # --------------------------------------------------------------------------------------------

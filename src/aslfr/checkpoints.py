@@ -156,13 +156,28 @@ def load_model(checkpoint: Path, device: str = "cpu"
             raise
         print(f"warning: {e}; using {found[0]} instead", file=sys.stderr)
         checkpoint, state = found
-    cfg = Config.from_dict(state["config"])
-    model = FingerspellingModel(cfg).to(device)
+    weights = state["model"]
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise TrainingError(f"{checkpoint}: its 'model' entry is not a set of named weights")
     try:
-        model.load_state_dict(state["model"])
+        cfg = Config.from_dict(state["config"]).check()
+        model = FingerspellingModel(cfg).to(device)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise TrainingError(f"{checkpoint}: its settings cannot build a model ({first_line(e)})") from None
+    try:
+        model.load_state_dict(weights)
     except RuntimeError as e:
         raise TrainingError(f"{checkpoint}: its weights do not fit its settings ({first_line(e)})") from None
-    stats = (state["stats"]["mean"], state["stats"]["std"]) if "stats" in state else None
+    stats = None
+    if "stats" in state:
+        from aslfr.features import N_FEATURES
+
+        entry = state["stats"]
+        stats = (entry.get("mean"), entry.get("std")) if isinstance(entry, dict) else (None, None)
+        for name, a in zip(("mean", "std"), stats):
+            a = np.asarray(a) if a is not None else None
+            if a is None or a.shape != (N_FEATURES,) or a.dtype.kind != "f" or not np.isfinite(a).all():
+                raise TrainingError(f"{checkpoint}: its normalisation '{name}' is not {N_FEATURES} finite floats")
     return model.eval(), cfg, stats
 
 

@@ -37,6 +37,10 @@ def score(checkpoint: str | Path, data: str | Path, out: str | Path, batch_size:
 
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"--batch-size {batch_size}: expected a whole number of sequences, at least 1")
+    out = Path(out)
+    if out.is_dir():  # found now, not after predicting every sequence
+        raise ValueError(f"{out}: is a directory; --out names the scores .parquet file to write")
+    out.parent.mkdir(parents=True, exist_ok=True)
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, cfg, stats = load_model(Path(checkpoint), device)
@@ -52,8 +56,6 @@ def score(checkpoint: str | Path, data: str | Path, out: str | Path, batch_size:
     idx = np.arange(len(ds)) if indices is None else np.asarray(indices)
     preds = predict(model, samples, idx, batch_size=batch_size, device=device, progress=progress, bf16=use_bf16)
     table = score_table(ds, idx, preds)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_table(out, table)
     plot_histogram(table["score"], histogram_path(out))
     return {"sequences": len(idx), "mean_score": float(np.mean(table["score"])) if len(idx) else float("nan"),

@@ -20,6 +20,7 @@ of a sequence is one contiguous copy, and the statistics' sums run along contigu
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -93,8 +94,32 @@ class ShardDataset:
         return prepared_charmap(self.root)
 
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
-        with np.load(self.root / "stats.npz") as d:
-            return d["mean"], d["std"]
+        """The normalisation statistics, checked: float arrays `mean` and `std` of one value per
+        feature, finite (read as data: a file holding Python objects is refused, not unpickled)."""
+        from aslfr.features import N_FEATURES
+
+        path = self.root / "stats.npz"
+        if not zipfile.is_zipfile(path):  # np.load would take any other bytes for a pickle
+            raise ValueError(f"{path}: unreadable (not an .npz archive); run 'aslfr prepare' again")
+        try:
+            with np.load(path, allow_pickle=False) as d:
+                missing = [k for k in ("mean", "std") if k not in d.files]
+                if missing:
+                    raise ValueError(f"{path}: no {' or '.join(missing)} array; run 'aslfr prepare' again")
+                mean, std = d["mean"], d["std"]
+        except ValueError as e:
+            if "allow_pickle" in str(e):
+                raise ValueError(f"{path}: holds Python objects, not float arrays; refused (it is read as data "
+                                 f"only); run 'aslfr prepare' again") from None
+            raise
+        except (OSError, EOFError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{path}: unreadable ({first_line(e)}); run 'aslfr prepare' again") from None
+        for name, a in (("mean", mean), ("std", std)):
+            if a.shape != (N_FEATURES,) or a.dtype.kind != "f" or not np.isfinite(a).all():
+                raise ValueError(f"{path}: '{name}' is {a.dtype} {list(a.shape)}"
+                                 f"{'' if a.dtype.kind != 'f' or np.isfinite(a).all() else ' with non-finite values'}; "
+                                 f"expected {N_FEATURES} finite floats; run 'aslfr prepare' again")
+        return mean, std
 
 
 def prepared_charmap(root: Path):  # noqa: ANN201 - a CharacterMap
