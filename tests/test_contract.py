@@ -258,6 +258,10 @@ def test_load_model_says_which_checkpoint_it_uses_instead(prepared_dir: Path, tm
     load_model(last)
     err = capsys.readouterr().err
     assert "warning:" in err and str(last) in err and "epoch_00002.pt instead" in err
+    assert main(["export", "--checkpoint", str(last), "--out", str(tmp_path / "e0"), "--onnx-only"]) == 0
+    used = json.loads((tmp_path / "e0" / "export.json").read_text())["checkpoint"]
+    assert used.endswith("epoch_00002.pt")  # the file the model came from, not the damaged last.pt
+    capsys.readouterr()
     for p in (tmp_path / "checkpoints").glob("epoch_*.pt"):
         p.unlink()
     _one_line_error(capsys, ["export", "--checkpoint", str(last), "--out", str(tmp_path / "e"), "--onnx-only"],

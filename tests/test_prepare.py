@@ -1,4 +1,5 @@
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -306,4 +307,21 @@ def test_cli_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.Captur
     assert main(["prepare", str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "nowhere: data directory not found" in err and "Traceback" not in err
+
+
+def test_prepare_with_other_options_into_a_prepared_directory_is_refused(synth_dir: Path, prepared_dir: Path,
+                                                                         tmp_path: Path) -> None:
+    """--supplemental into a directory prepared without it would rewrite metadata.parquet under
+    the runs trained on it: refused, nothing rewritten; the same with a directory from before
+    options.json, told by its shards."""
+    out = tmp_path / "p"
+    shutil.copytree(prepared_dir, out)
+    before = (out / "metadata.parquet").read_bytes()
+    assert json.loads((out / "options.json").read_text()) == {"supplemental": False}
+    with pytest.raises(DataError, match="was prepared without --supplemental"):
+        prepare(synth_dir, out, supplemental=True, progress=False)
+    (out / "options.json").unlink()
+    with pytest.raises(DataError, match="was prepared without --supplemental"):
+        prepare(synth_dir, out, supplemental=True, progress=False)
+    assert (out / "metadata.parquet").read_bytes() == before
 

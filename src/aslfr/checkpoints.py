@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -131,6 +132,9 @@ def read_checkpoint(path: Path, device: str = "cpu") -> dict:
             state = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such checkpoint") from None
+    except pickle.UnpicklingError:  # torch's message would suggest loading it unsafely: never
+        raise TrainingError(f"{path}: not a readable aslfr checkpoint (it is not a torch file of tensors and "
+                            f"plain data; refused, not unpickled)") from None
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
         raise TrainingError(f"{path}: not a readable aslfr checkpoint ({type(e).__name__}: "
                             f"{first_line(e)})") from None
@@ -143,7 +147,8 @@ def load_model(checkpoint: Path, device: str = "cpu"
                ) -> tuple[FingerspellingModel, Config, tuple[np.ndarray, np.ndarray] | None]:
     """The model, its settings and the normalisation statistics it was trained with (None for a
     checkpoint written before they were stored). Trained and imported (`aslfr import-keras`)
-    checkpoints load the same way."""
+    checkpoints load the same way. `model.source` is the file read: `checkpoint`, or the newest
+    intact epoch file beside a damaged one."""
     checkpoint = Path(checkpoint)
     try:
         state = read_checkpoint(checkpoint, device)
@@ -178,6 +183,7 @@ def load_model(checkpoint: Path, device: str = "cpu"
             a = np.asarray(a) if a is not None else None
             if a is None or a.shape != (N_FEATURES,) or a.dtype.kind != "f" or not np.isfinite(a).all():
                 raise TrainingError(f"{checkpoint}: its normalisation '{name}' is not {N_FEATURES} finite floats")
+    model.source = checkpoint  # the file actually read (an intact epoch file in place of a damaged last.pt)
     return model.eval(), cfg, stats
 
 

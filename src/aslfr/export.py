@@ -121,7 +121,7 @@ def export(checkpoint: str | Path, out: str | Path, max_frames: int | None = 320
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     module, cfg = build(Path(checkpoint), stats, max_frames=max_frames)
-    result: dict = {"checkpoint": str(checkpoint), "max_frames": module.max_frames, "files": {}}
+    result: dict = {"checkpoint": str(module.model.source), "max_frames": module.max_frames, "files": {}}
     stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
     try:
         t0 = time.time()

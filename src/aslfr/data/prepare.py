@@ -135,6 +135,29 @@ def _check_same_files(out: Path, jobs: list[FileJob]) -> None:
                         f"prepare into a new directory, or delete it to start over")
 
 
+def _check_options(out: Path, options: dict) -> None:
+    """A prepared directory holds one set of options (`options.json`): a rerun with others is
+    refused before anything is written, since it would rewrite metadata.parquet under the runs
+    trained on it. A directory from before options.json tells them by its shards' sources."""
+    path = out / "options.json"
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            raise DataError(f"{path}: unreadable; prepare into a new directory, or delete {out} to start over") from None
+    else:
+        markers = list((out / "shards").glob("*.done.json")) if (out / "shards").is_dir() else []
+        sources = {json.loads(m.read_text()).get("input", {}).get("source") for m in markers}
+        old = {"supplemental": "supplemental" in sources} if markers else None
+    if old is not None and old != options:
+        was = "with" if old.get("supplemental") else "without"
+        raise DataError(f"{out}: was prepared {was} --supplemental; prepare into a new directory, or delete it "
+                        f"to start over")
+    if not path.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(path, options)
+
+
 def prepare_file(job: FileJob, out: Path, threads: int | None = None) -> dict[str, int]:
     """Prepare one source file into its shard, on `threads` threads (default: every CPU this
     process may use); returns its skip counts.
@@ -238,6 +261,7 @@ def prepare(data_dir: str | Path, out_dir: str | Path, supplemental: bool = Fals
         raise DataError(f"{data_dir}: no landmark files to prepare")
     _check_output_dir(out)
     _check_same_files(out, jobs)
+    _check_options(out, {"supplemental": supplemental})
     earlier = out / "characters.json"
     if earlier.is_file() and CharacterMap.load(earlier) != charmap:
         raise DataError(f"{earlier}: {out} was prepared with another character map; prepare into a new "
