@@ -325,3 +325,19 @@ def test_prepare_with_other_options_into_a_prepared_directory_is_refused(synth_d
         prepare(synth_dir, out, supplemental=True, progress=False)
     assert (out / "metadata.parquet").read_bytes() == before
 
+
+def test_an_infinite_landmark_value_is_named_before_the_statistics(synth_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    path = sorted((data / "train_landmarks").glob("*.parquet"))[0]
+    table = pq.read_table(path)
+    column = "x_right_hand_3"
+    values = table.column(column).to_numpy(zero_copy_only=False).copy()
+    row = int(np.flatnonzero(~np.isnan(values))[0])
+    values[row] = np.inf
+    sid = int(table.column("sequence_id").to_numpy()[row])
+    pq.write_table(table.set_column(table.column_names.index(column), column, pa.array(values)), path)
+    with pytest.raises(DataError, match=rf"{path.name}: sequence_id {sid} has an infinite value in column {column}"):
+        prepare(data, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "stats.npz").exists()
+

@@ -27,8 +27,8 @@ from aslfr.data.kaggle import (DataError, SequenceInfo, check_landmark_schema, r
                                read_sequence_blocks)
 from aslfr.data.moments import FeatureMoments, sequence_sums
 from aslfr.data.shards import METADATA_FIELDS, N_COLUMNS, to_blocks
-from aslfr.files import save_npy, save_npz, write_json, write_table
 from aslfr.data.tfrecords import TFRecordError, file_id_of, read_seed_file
+from aslfr.files import save_npy, save_npz, write_json, write_table
 from aslfr.landmarks import SELECTED_COLUMNS
 from aslfr.vocab import COMPETITION, CharacterMap
 
@@ -198,7 +198,7 @@ def prepare_file(job: FileJob, out: Path, threads: int | None = None) -> dict[st
     written = writer.submit(save_npy, shard / f"{job.file_id}.npy", values)
     try:
         kept, sums, starts, lengths = _checked_sequences(entries, values, skipped, threads,
-                                                         CharacterMap(job.characters))
+                                                         CharacterMap(job.characters), job.path)
     finally:
         writer.shutdown()
     written.result()
@@ -226,9 +226,12 @@ def prepare_file(job: FileJob, out: Path, threads: int | None = None) -> dict[st
 
 
 def _checked_sequences(entries: list[tuple[int, int, str, int, int]], values: np.ndarray,
-                       skipped: Counter[str], threads: int, charmap: CharacterMap):  # noqa: ANN202
+                       skipped: Counter[str], threads: int, charmap: CharacterMap,
+                       source: Path):  # noqa: ANN202
     """Drop (and count) sequences with unknown characters or no landmark at all; returns the
-    kept entries and their `sequence_sums` rows, start rows and frame counts."""
+    kept entries and their `sequence_sums` rows, start rows and frame counts. An infinite
+    landmark value (NaN is "not detected"; infinity is no coordinate) is an error naming the
+    file, the sequence and the column: it would turn the statistics into NaN."""
     known = []
     for e in entries:
         if charmap.unknown(e[2]) is not None:
@@ -238,6 +241,12 @@ def _checked_sequences(entries: list[tuple[int, int, str, int, int]], values: np
     starts = np.array([e[3] for e in known], np.int64)
     lengths = np.array([e[4] for e in known], np.int64)
     sums = sequence_sums(values, starts, lengths, threads)
+    finite = np.isfinite(sums).all(axis=(1, 2))  # the sums of a sequence with an infinity are not
+    if not finite.all():
+        k = int(np.flatnonzero(~finite)[0])
+        column = SELECTED_COLUMNS[int(np.flatnonzero(~np.isfinite(sums[k]).all(axis=0))[0])]
+        raise DataError(f"{source}: sequence_id {known[k][0]} has an infinite value in column {column}; landmarks "
+                        f"must be finite numbers, or NaN where nothing was detected")
     detected = sums[:, 0].sum(1) > 0  # any landmark of any frame
     skipped["all_nan"] += int(np.count_nonzero(~detected))
     kept = [e for e, ok in zip(known, detected) if ok]
