@@ -197,6 +197,30 @@ def test_a_finished_run_says_so_and_extends_to_more_epochs(prepared_dir: Path, t
     assert json.loads((tmp_path / "config.json").read_text())["epochs"] == 3
 
 
+def test_damaged_records_and_files_of_the_wrong_kind_are_one_line(synth_dir: Path, prepared_dir: Path, tmp_path: Path,
+                                                                   capsys) -> None:
+    """A corrupt run.json, a scores file whose score column holds text, a train.csv that is not
+    UTF-8: each one line naming the file."""
+    import pyarrow as pa
+
+    run = tmp_path / "run"
+    train(_cfg("epochs=1"), prepared_dir, run, progress=False)
+    (run / "run.json").write_text("{not json")
+    _one_line_error(capsys, ["train", "--preset", "demo", "--data", str(prepared_dir), "--out", str(run),
+                             *sum((["--set", x] for x in TINY + ["epochs=1"]), [])],
+                    str(run / "run.json"), "unreadable")
+    ids = pq.read_table(prepared_dir / "metadata.parquet").column("sequence_id")
+    scores = tmp_path / "scores.parquet"
+    pq.write_table(pa.table({"sequence_id": ids, "score": pa.array(["0.9"] * len(ids))}), scores)
+    _one_line_error(capsys, ["train", "--preset", "demo-final", "--data", str(prepared_dir), "--out", str(tmp_path / "f"),
+                             "--scores", str(scores)], str(scores), "column score holds string, not numbers")
+    data = tmp_path / "latin1"
+    shutil.copytree(synth_dir, data)
+    text = (data / "train.csv").read_text(encoding="utf-8")
+    (data / "train.csv").write_bytes(text.encode("utf-8") + "\n\xe9t\xe9".encode("latin-1"))
+    _one_line_error(capsys, ["prepare", str(data), str(tmp_path / "p")], str(data / "train.csv"), "not UTF-8 text")
+
+
 def test_a_finished_run_cannot_be_shortened(prepared_dir: Path, tmp_path: Path) -> None:
     train(_cfg("epochs=2"), prepared_dir, tmp_path, progress=False)
     before = {p.name: p.read_bytes() for p in tmp_path.glob("*.json")}

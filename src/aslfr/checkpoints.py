@@ -189,11 +189,17 @@ def load_model(checkpoint: Path, device: str = "cpu"
 
 def read_identity(out: Path) -> dict | None:
     """The identity a run directory records (run.json; a run from before it: its config.json)."""
-    path = out / "run.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    if (out / "config.json").is_file():  # a run from before run.json
-        return {"config": json.loads((out / "config.json").read_text())}
+    for name in ("run.json", "config.json"):  # config.json alone: a run from before run.json
+        path = out / name
+        if path.is_file():
+            try:
+                found = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, UnicodeDecodeError) as e:
+                raise TrainingError(f"{path}: unreadable ({first_line(e)}); the run directory is damaged: train "
+                                    f"into another --out, or delete {out} to start over") from None
+            if not isinstance(found, dict):
+                raise TrainingError(f"{path}: not a run's record; train into another --out, or delete {out}")
+            return found if name == "run.json" else {"config": found}
     return None
 
 

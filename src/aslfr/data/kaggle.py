@@ -47,12 +47,16 @@ def dataset_charmap(data_dir: str | Path):  # noqa: ANN201 - a CharacterMap
 def csv_rows(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
     """The rows of a UTF-8 csv file that must have the `required` columns (one line naming the
     file and what is missing otherwise)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}")
-        return list(reader)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}")
+            return list(reader)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); save it as "
+                        f"UTF-8") from None
 
 
 def read_metadata(data_dir: str | Path, source: str = "train") -> list[SequenceInfo]:

@@ -74,6 +74,10 @@ def read_scores(path: Path, ds: ShardDataset) -> np.ndarray:
     if missing:
         raise ValueError(f"{path}: no {' or '.join(missing)} column (it has {', '.join(table.column_names)}); "
                          f"expected the output of 'aslfr score'")
+    for name in ("sequence_id", "score"):
+        kind = table.schema.field(name).type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+            raise ValueError(f"{path}: column {name} holds {kind}, not numbers; expected the output of 'aslfr score'")
     scores = dict(zip(table.column("sequence_id").to_pylist(), table.column("score").to_pylist()))
     ids = ds.meta["sequence_id"].tolist()
     missing = [s for s in ids if s not in scores]
