@@ -107,6 +107,16 @@ def test_a_damaged_prepared_directory_is_named(prepared_dir: Path, tmp_path: Pat
     assert not (tmp_path / "r").exists(), err
 
 
+def test_a_cut_off_shard_is_named_before_training(prepared_dir: Path, tmp_path: Path, capsys) -> None:
+    copy = tmp_path / "prepared"
+    shutil.copytree(prepared_dir, copy)
+    shard = sorted(copy.glob("shards/*.npy"))[0]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    _one_line_error(capsys, ["train", "--preset", "demo", "--data", str(copy), "--out", str(tmp_path / "r")],
+                    str(shard), "cut off")
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("damage", ["no std", "a pickle", "wrong shape", "not finite", "not a zip"])
 def test_damaged_statistics_are_named_before_training(prepared_dir: Path, tmp_path: Path, capsys, damage: str) -> None:
     copy = tmp_path / "prepared"

@@ -59,6 +59,31 @@ class ShardDataset:
             if not (self.root / name).is_file():  # found now, not in a DataLoader worker mid-epoch
                 raise FileNotFoundError(f"{self.root / name}: missing from the prepared directory; "
                                         f"run 'aslfr prepare' again into it to restore it")
+        self._check_shard_sizes()
+
+    def _check_shard_sizes(self) -> None:
+        """Every shard holds the rows its sequences need, checked from the .npy headers and file
+        sizes (no data read): found now, with the file named, not as a DataLoader worker's
+        traceback mid-epoch."""
+        file_ids = self.meta["file_id"]
+        ends = self.meta["offset"].astype(np.int64) + self.meta["n_frames"].astype(np.int64)
+        for fid in np.unique(file_ids):
+            path = self.root / "shards" / f"{fid}.npy"
+            try:
+                with open(path, "rb") as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(f)
+                    header = f.tell()
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{path}: not a readable shard ({first_line(e)}); run 'aslfr prepare' again") from None
+            count = int(np.prod(shape)) if shape else 1
+            rows = shape[0] if len(shape) == 2 else count // N_COLUMNS  # the earlier row-major layout, or blocks
+            needed = int(ends[file_ids == fid].max())
+            if path.stat().st_size < header + count * np.dtype(dtype).itemsize or rows < needed:
+                raise ValueError(f"{path}: cut off ({path.stat().st_size} bytes, {rows} rows for sequences that need "
+                                 f"{needed}); run 'aslfr prepare' again into the directory to restore it")
 
     def __len__(self) -> int:
         return len(self.phrases)
