@@ -45,14 +45,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from machine import cpu_flags
 
 from aslfr.config import preset
+from aslfr.data.loader import EpochBatches, Samples, collate, loader_workers, make_loader, select_samples
 from aslfr.data.shards import ShardDataset
+from aslfr.hardware import available_cores, bf16_enabled, describe_cpu
 from aslfr.memory import allocator_in_use
 from aslfr.model import FingerspellingModel, flops_per_sequence
-from aslfr.hardware import available_cores, bf16_enabled
-from aslfr.data.loader import EpochBatches, Samples, collate, loader_workers, make_loader, select_samples
 from aslfr.train import make_optimizer, step_loss
 
 #: SEED-SPEC 8: samples per epoch, and seconds per epoch on the seed's TPU v2-8
@@ -105,7 +104,7 @@ def main() -> None:
     print(f"{a.preset}, batch {cfg.batch_size}, T={cfg.max_len}, device {gpu or 'cpu'}, "
           f"{'bf16 autocast' if use_bf16 else 'float32'}, compile {a.compile}, {workers} loader workers, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"CPU: {cpu_flags()}; {available_cores()} cores available; memory allocator: {allocator_in_use()}")
+    print(f"CPU: {describe_cpu()}; {available_cores()} cores available; memory allocator: {allocator_in_use()}")
 
     data = prepared_data(a)
     ds = ShardDataset(data)

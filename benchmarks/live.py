@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from machine import cpu_flags
 
 from aslfr.config import preset
 from aslfr.export import convert_tflite, converter_python, export_onnx, write_submission
+from aslfr.hardware import describe_cpu
 from aslfr.inference import InferenceModule
 from aslfr.live import Holistic
 from aslfr.model import FingerspellingModel
@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--every-ms", type=float, default=500)
     ap.add_argument("--clip-frames", type=int, default=150)
     a = ap.parse_args()
-    print(f"CPU: {cpu_flags()}")
+    print(f"CPU: {describe_cpu()}")
     if not converter_python().is_file():
         sys.exit("needs the converter environment: make tools")
     torch.set_num_threads(1)

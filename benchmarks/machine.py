@@ -33,10 +33,3 @@ def sgemm_gflops(m: int, k: int, n: int, runs: int = 10, warmup: int = 2) -> flo
         a @ b
         times.append(time.perf_counter() - t)
     return 2 * m * k * n / statistics.median(times) / 1e9
-
-
-def cpu_flags() -> str:
-    """The CPU model and the vector and matrix extensions that decide float32, bf16 and int8 speed."""
-    from aslfr.hardware import describe_cpu
-
-    return describe_cpu()

@@ -18,10 +18,9 @@ import time
 
 import torch
 
-from machine import cpu_flags
 
 from aslfr.config import preset
-from aslfr.hardware import native_bf16
+from aslfr.hardware import describe_cpu, native_bf16
 from aslfr.model import FingerspellingModel
 
 
@@ -41,7 +40,7 @@ def main() -> None:
     x = torch.randn(a.batch, frames, 600, generator=g)
     x[torch.arange(frames)[None] >= lengths[:, None]] = 0
     all_threads = torch.get_num_threads()
-    print(f"{a.preset}, batch {a.batch}, T={frames}; CPU: {cpu_flags()}; native bf16: {native_bf16('cpu')}")
+    print(f"{a.preset}, batch {a.batch}, T={frames}; CPU: {describe_cpu()}; native bf16: {native_bf16('cpu')}")
     for threads in sorted({1, all_threads}):
         torch.set_num_threads(threads)
         times: dict[str, list[float]] = {"float32": [], "bf16": []}

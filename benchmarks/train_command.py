@@ -27,8 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import cpu_flags
-
+from aslfr.hardware import describe_cpu
 from aslfr.memory import allocator_environment, find_allocator
 
 HERE = Path(__file__).resolve().parent
@@ -81,7 +80,7 @@ def main() -> None:
     from aslfr.config import preset
 
     frames = preset(a.preset).max_len
-    print(f"{a.preset}, batch {a.batch}, T={frames}; CPU: {cpu_flags()}; {os.cpu_count()} cores")
+    print(f"{a.preset}, batch {a.batch}, T={frames}; CPU: {describe_cpu()}; {os.cpu_count()} cores")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = make_data(Path(tmp), a.batch, a.steps)

@@ -49,9 +49,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from machine import cpu_flags, sgemm_gflops
+from machine import sgemm_gflops
 
 from aslfr.config import preset
+from aslfr.hardware import describe_cpu
 from aslfr.memory import allocator_in_use
 from aslfr.model import FingerspellingModel, flops_per_sequence
 from aslfr.train import make_optimizer
@@ -175,7 +176,7 @@ def main() -> None:
     labels = torch.randint(0, BLANK, (a.batch, 64))
     label_lengths = torch.full((a.batch,), 20)
     print(f"{a.preset}, batch {a.batch}, T={a.frames}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"CPU: {cpu_flags()}; memory allocator: {allocator_in_use()}")
+    print(f"CPU: {describe_cpu()}; memory allocator: {allocator_in_use()}")
     flops = 3 * flops_per_sequence(cfg, a.frames) * a.batch
     if a.profile:  # --profile --bf16: a bf16-autocast step
         profile_step(Trainer(cfg), x, labels, label_lengths, bf16=a.bf16)

@@ -3,6 +3,7 @@ computes F.linear and its gradients in float32, the choice is measured once per 
 kept, and everything that is not plain float32 eager CPU work goes to F.linear unchanged."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -107,7 +108,7 @@ def test_the_network_learns_the_same_on_either_kernel(monkeypatch: pytest.Monkey
 def test_a_bad_setting_is_one_line_before_anything_is_written(prepared_dir: Path, tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "aslfr", "train", "--preset", "demo", "--data", str(prepared_dir),
                           "--out", str(tmp_path / "r")], capture_output=True, text=True,
-                         env={**__import__("os").environ, kernels.ENV: "fastest"})
+                         env={**os.environ, kernels.ENV: "fastest"})
     assert run.returncode == 2 and run.stderr.strip().splitlines() == [
         f"aslfr train: error: {kernels.ENV}=fastest: expected auto, blas or onednn"]
     assert not (tmp_path / "r").exists()

@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aslfr.files import write_json
+
 ENV = "ASLFR_MATMUL"
 CHOICES = ("auto", "blas", "onednn")
 PRODUCTS = ("forward", "grad_input", "grad_weight")
@@ -117,6 +119,7 @@ class Chooser:
         self._lock = threading.Lock()
         self._signature: str | None = None
         self._choices: dict[str, str] | None = None
+        self._threads = 0
         self.measured: dict[str, dict[str, float]] = {}  # key -> seconds per kernel, this process
 
     @staticmethod
@@ -124,8 +127,9 @@ class Chooser:
         return f"{product}:{1 << max(0, math.ceil(math.log2(max(m, 1))))}x{k}x{n}"
 
     def _load(self) -> dict[str, str]:
-        if self._choices is None:
-            self._signature = machine_signature()
+        threads = torch.get_num_threads()  # part of the signature: the pipeline trains on 1 thread beside control
+        if self._choices is None or threads != self._threads:
+            self._threads, self._signature = threads, machine_signature()
             self._choices = dict(_read_cache(cache_path()).get(self._signature, {}))
         return self._choices
 
@@ -200,9 +204,7 @@ def _update_cache(path: Path, signature: str, new: dict[str, str]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = _read_cache(path)
         data.setdefault(signature, {}).update(new)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_json(path, data)
     except OSError:
         pass
 
