@@ -94,6 +94,58 @@ def test_prepare_counts_an_empty_file_and_a_file_of_unknown_phrases(synth_dir: P
     assert not (tmp_path / "out" / "metadata.parquet").exists()
 
 
+@pytest.mark.parametrize("damage", ["every row twice", "a row without its frame", "a row without its sequence"])
+def test_rows_that_are_not_one_sequence_are_named(synth_dir: Path, tmp_path: Path, capsys, damage: str) -> None:
+    """A landmark file whose rows are all there twice, or a row with no frame or sequence number,
+    is refused naming the file and sequence, not silently doubled or reordered."""
+    import pyarrow as pa
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    path = sorted((data / "train_landmarks").glob("*.parquet"))[0]
+    table = pq.read_table(path)
+    first = table.column("sequence_id")[0].as_py()
+    if damage == "every row twice":
+        low = min(table.column("sequence_id").to_pylist())  # the sorted rows' first sequence
+        frame = min(f for q, f in zip(table.column("sequence_id").to_pylist(), table.column("frame").to_pylist())
+                    if q == low)
+        table, says = pa.concat_tables([table, table]), f"sequence {low} has frame {frame} twice"
+    else:
+        key = "frame" if "frame" in damage else "sequence_id"
+        column = table.column(key).to_pylist()
+        column[3] = None
+        table = table.set_column(table.schema.get_field_index(key), key, pa.array(column, table.schema.field(key).type))
+        says = f"1 row(s) have no {key}; the first is row 3" + (f" (sequence {first})" if key == "frame" else "")
+    pq.write_table(table, path)
+    with pytest.raises(DataError) as e:
+        prepare(data, tmp_path / "p", progress=False)
+    assert str(e.value).startswith(f"{path}: {says}"), e.value
+
+
+def test_a_ctrl_c_that_a_library_drops_still_stops_the_command(synth_dir: Path, tmp_path: Path, monkeypatch,
+                                                              capsys) -> None:
+    """A Ctrl-C caught and let pass somewhere inside the work (a library's `except BaseException`)
+    still ends the command with the interrupted status, not 0; the rerun finishes the job."""
+    import signal
+
+    import aslfr.data.prepare as preparing
+
+    original = preparing.prepare_file
+
+    def swallowing(*args, **kwargs):  # noqa: ANN002, ANN003
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(preparing, "prepare_file", swallowing)
+    assert main(["prepare", str(synth_dir), str(tmp_path / "p"), "--workers", "1"]) == 130
+    assert "interrupted; rerun the same command to resume" in capsys.readouterr().err
+    monkeypatch.setattr(preparing, "prepare_file", original)
+    assert main(["prepare", str(synth_dir), str(tmp_path / "p"), "--workers", "1"]) == 0
+
+
 def test_a_damaged_prepared_directory_is_named(prepared_dir: Path, tmp_path: Path, capsys) -> None:
     copy = tmp_path / "prepared"
     shutil.copytree(prepared_dir, copy)
@@ -229,6 +281,41 @@ def test_damaged_records_and_files_of_the_wrong_kind_are_one_line(synth_dir: Pat
     text = (data / "train.csv").read_text(encoding="utf-8")
     (data / "train.csv").write_bytes(text.encode("utf-8") + "\n\xe9t\xe9".encode("latin-1"))
     _one_line_error(capsys, ["prepare", str(data), str(tmp_path / "p")], str(data / "train.csv"), "not UTF-8 text")
+
+
+_LIMITED = """import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+from aslfr.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("command", ["train", "prepare"])
+def test_a_write_that_runs_out_of_room_is_one_line_naming_the_file(synth_dir: Path, prepared_dir: Path,
+                                                                    tmp_path: Path, command: str) -> None:
+    """No room to write (here a file size limit, which fails writes as a full disk does): torch's
+    checkpoint writer and numpy's shard writer each fail in their own words; the user gets one
+    line naming the file being written, exit status 2, and no file half-written."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    if command == "train":
+        argv = ["train", "--preset", "demo", "--data", str(prepared_dir), "--out", str(out),
+                *sum((["--set", x] for x in TINY + ["epochs=1"]), [])]
+        target = ".pt"
+    else:
+        argv = ["prepare", str(synth_dir), str(out), "--workers", "1"]
+        target = ".npy"
+    r = subprocess.run([sys.executable, "-c", _LIMITED, str(200_000), *argv], capture_output=True, text=True)
+    err = [line for line in r.stderr.splitlines() if "error" in line]
+    assert r.returncode == 2 and len(err) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert err[0].startswith(f"aslfr {command}: error: {out}") and target in err[0], err[0]
+    assert "File too large" in err[0] or "the write failed" in err[0], err[0]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # no temporary left behind
+    if command == "train":
+        assert not list((out / "checkpoints").glob("*.pt"))
 
 
 def test_a_finished_run_cannot_be_shortened(prepared_dir: Path, tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 
@@ -321,6 +323,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _end_progress_bars() -> None:
+    """Close the progress bars an error left open, so that its line starts a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+class _InterruptWatch:
+    """Notes every Ctrl-C while a command runs (and raises it as usual), so that one caught and
+    dropped by a library on the way cannot let the command end with exit status 0."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous = None
+
+    def _on_interrupt(self, signum, frame) -> None:  # noqa: ANN001 - signal's handler signature
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> "_InterruptWatch":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        return self
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     from aslfr.data.kaggle import DataError
     from aslfr.export import ExportError
@@ -331,16 +363,23 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:  # the subcommand's own usage, not the top level's
         parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    interrupted = _InterruptWatch()
     try:
-        args.func(args)
+        with interrupted:
+            args.func(args)
+        if interrupted.seen:  # a Ctrl-C that something on the way caught and let pass: still a stop
+            raise KeyboardInterrupt
     except (DataError, TrainingError, ExportError, MissingExtra, FileNotFoundError, ValueError) as e:
+        _end_progress_bars()
         print(f"aslfr {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # an output that cannot be written, a disk that is full: the path and why
+        _end_progress_bars()
         where = f"{e.filename}: " if e.filename else ""
         print(f"aslfr {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _end_progress_bars()
         print(f"aslfr {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     return 0

@@ -5,8 +5,10 @@ unique to the writing process and call, so two writers never share one."""
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,15 +25,39 @@ def temporary_name(path: Path) -> Path:
 
 def atomic_write(path: Path, write) -> None:  # noqa: ANN001 - write(tmp_path) callback
     """`write(tmp)` to a temporary name, then rename it to `path`; the temporary is removed if
-    anything fails."""
+    anything fails. A write that fails for want of room (a full disk, a file size limit; torch and
+    numpy each say so in their own words) is an OSError naming `path`, not the temporary."""
     path = Path(path)
     tmp = temporary_name(path)
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise WriteError(e.errno or errno.EIO, _why(e, path), str(path)) from None
+    except RuntimeError as e:  # torch.save's zip writer: "file write failed", "unexpected pos ..."
+        if not any(w in str(e) for w in ("PytorchStreamWriter", "inline_container", "write failed")):
+            raise
+        raise WriteError(errno.EIO, _why(e, path), str(path)) from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+class WriteError(OSError):
+    """A file that could not be written; `filename` is the file, `strerror` why."""
+
+
+def _why(e: BaseException, path: Path) -> str:
+    """Why a write failed, with the room left where it was going."""
+    code = e.errno if isinstance(e, OSError) else None
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else "the write failed"
+    if code not in (None, errno.ENOSPC, errno.EFBIG, errno.EDQUOT):  # not a matter of room
+        return reason
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return reason
+    return f"{reason} ({free / 2**20:.0f} MB free on its disk)"
 
 
 def write_csv(path: Path, header: list[str], rows: Iterable[Sequence]) -> None:

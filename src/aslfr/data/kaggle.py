@@ -102,8 +102,9 @@ def _check_schema(path: Path, schema: pa.Schema, columns: list[str]) -> None:
         t = schema.field(c).type
         if not pa.types.is_floating(t):
             raise DataError(f"{path}: column {c} has type {t}, expected float32")
-    if not pa.types.is_integer(schema.field("sequence_id").type):
-        raise DataError(f"{path}: column sequence_id has type {schema.field('sequence_id').type}, expected an integer")
+    for key in ("sequence_id", "frame"):
+        if not pa.types.is_integer(schema.field(key).type):
+            raise DataError(f"{path}: column {key} has type {schema.field(key).type}, expected an integer")
 
 
 def read_landmarks(path: Path, columns: list[str] = SELECTED_COLUMNS,
@@ -162,6 +163,7 @@ def _landmark_pieces(path: Path, columns: list[str]) -> tuple[np.ndarray, np.nda
     _check_schema(path, source.schema_arrow, columns)
     try:
         table = source.read(columns=["sequence_id", "frame", *columns], use_threads=True)
+        _check_keys(path, table)
         seq = table.column(0).to_numpy()
         frame = table.column(1).to_numpy()
         if not _grouped(seq, frame):
@@ -170,7 +172,23 @@ def _landmark_pieces(path: Path, columns: list[str]) -> tuple[np.ndarray, np.nda
             table = table.take(order)
     except (OSError, pa.ArrowException) as e:
         raise DataError(f"{path}: cannot read landmarks ({e})") from None
+    twice = np.flatnonzero((seq[1:] == seq[:-1]) & (frame[1:] == frame[:-1]))
+    if len(twice):  # a file written twice over, or two recordings under one id: not one sequence
+        more = f" (and {len(twice) - 1} more rows)" if len(twice) > 1 else ""
+        raise DataError(f"{path}: sequence {int(seq[twice[0]])} has frame {int(frame[twice[0]])} twice{more}")
     return seq, frame, _column_pieces(path, table.select(range(2, table.num_columns)))
+
+
+def _check_keys(path: Path, table: pa.Table) -> None:
+    """Every row names its sequence and frame: a row without one has no place in any sequence."""
+    for j, key in enumerate(("sequence_id", "frame")):
+        column = table.column(j)
+        if column.null_count:
+            import pyarrow.compute as pc
+
+            row = int(pc.index(pc.is_null(column), True).as_py())
+            where = "" if key == "sequence_id" else f" (sequence {table.column(0)[row].as_py()})"
+            raise DataError(f"{path}: {column.null_count} row(s) have no {key}; the first is row {row}{where}")
 
 
 def _column_pieces(path: Path, table: pa.Table) -> Iterator[tuple[int, list[np.ndarray]]]:
@@ -188,10 +206,10 @@ def _column_pieces(path: Path, table: pa.Table) -> Iterator[tuple[int, list[np.n
 
 def _grouped(seq: np.ndarray, frame: np.ndarray) -> bool:
     """Each sequence's rows are one block, frames ascending within it (as the competition's
-    files are): then the file's row order is kept, and nothing is copied."""
+    files are; a frame number is never repeated): then the file's row order is kept, and nothing is copied."""
     same = seq[1:] == seq[:-1]
     run_starts = seq[np.concatenate([[True], ~same])] if len(seq) else seq
-    return len(np.unique(run_starts)) == len(run_starts) and bool(np.all(frame[1:][same] >= frame[:-1][same]))
+    return len(np.unique(run_starts)) == len(run_starts) and bool(np.all(frame[1:][same] > frame[:-1][same]))
 
 
 def sequence_runs(seq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

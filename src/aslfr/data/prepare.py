@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -253,6 +254,10 @@ def _checked_sequences(entries: list[tuple[int, int, str, int, int]], values: np
     return kept, sums[detected], starts[detected], lengths[detected]
 
 
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run(args: tuple[FileJob, Path, int]) -> tuple[int, dict[str, int]]:
     job, out, threads = args
     return job.file_id, prepare_file(job, out, threads)
@@ -276,18 +281,24 @@ def prepare(data_dir: str | Path, out_dir: str | Path, supplemental: bool = Fals
         raise DataError(f"{earlier}: {out} was prepared with another character map; prepare into a new "
                         f"directory, or delete it to start over")
     todo = [j for j in jobs if not _is_done(out, j)]
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="prepare files", disable=not progress)
     threads = max(1, available_cpus() // max(1, min(workers, len(todo))))  # per worker: the kernels' threads
     args = [(j, out, threads) for j in todo]
-    if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            for _ in pool.map(_run, args):
+    # the bar is closed before an error or an interrupt is printed, so that one is a line of its own
+    with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="prepare files", disable=not progress) as bar:
+        if workers > 1 and len(todo) > 1:
+            # the workers leave Ctrl-C to this process, which stops handing out files and waits for
+            # the ones being written (each is written whole or not at all), so a rerun resumes
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                       initializer=_ignore_interrupts)
+            try:
+                for _ in pool.map(_run, args):
+                    bar.update()
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+        else:
+            for a in args:
+                _run(a)
                 bar.update()
-    else:
-        for a in args:
-            _run(a)
-            bar.update()
-    bar.close()
     charmap.save(out / "characters.json")
     return _combine(jobs, out, time.time() - t0)
 
