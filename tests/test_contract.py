@@ -436,6 +436,34 @@ def test_bad_submissions_are_named(synth_dir: Path, tmp_path: Path, capsys) -> N
         z.writestr("inference_args.json", json.dumps({"selected_columns": ["x_right_hand_0"]}))
     _one_line_error(capsys, ["evaluate", "--submission", str(corrupt), "--data", str(synth_dir)],
                     "b.zip: model.tflite: not a loadable TFLite model")
+    for name, args, says in [
+            ("latin1.zip", b'{"selected_columns": ["x_right_hand_0"], "note": "\xe9t\xe9"}',
+             "inference_args.json is not UTF-8 text"),
+            ("mixed.zip", json.dumps({"selected_columns": ["x_right_hand_0"],
+                                      "character_to_prediction_index": {"a": 0, "b": "1"}}).encode(),
+             "inference_args.json's character_to_prediction_index: the indices must be the whole numbers 0 to 1")]:
+        with zipfile.ZipFile(tmp_path / name, "w") as z:
+            z.writestr("model.tflite", b"\x00" * 64)
+            z.writestr("inference_args.json", args)
+        for argv in (["evaluate", "--submission", str(tmp_path / name), "--data", str(synth_dir)],
+                     ["transcribe", str(synth_dir / "train_landmarks"), "--model", str(tmp_path / name)]):
+            _one_line_error(capsys, argv, f"{tmp_path / name}: {says}")
+    import onnx
+    from onnx import TensorProto, helper
+
+    from aslfr.landmarks import SELECTED_COLUMNS
+
+    graph = helper.make_graph([helper.make_node("Identity", ["inputs"], ["outputs"])], "g",
+                              [helper.make_tensor_value_info("inputs", TensorProto.FLOAT, ["T", len(SELECTED_COLUMNS)])],
+                              [helper.make_tensor_value_info("outputs", TensorProto.FLOAT, ["T", len(SELECTED_COLUMNS)])])
+    for name, meta, says in [("junk.onnx", "{not json", "is not valid JSON"),
+                             ("mixed.onnx", json.dumps({"a": 0, "b": "1"}), "the indices must be the whole numbers")]:
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        helper.set_model_props(model, {"character_to_prediction_index": meta})
+        onnx.save(model, tmp_path / name)
+        _one_line_error(capsys, ["transcribe", str(synth_dir / "train_landmarks"), "--model", str(tmp_path / name)],
+                        f"{tmp_path / name}: its metadata character_to_prediction_index", says)
     bad_onnx = tmp_path / "m.onnx"
     bad_onnx.write_bytes(b"junk")
     _one_line_error(capsys, ["transcribe", str(synth_dir / "train_landmarks"), "--model", str(bad_onnx)],
@@ -468,6 +496,20 @@ def test_synth_and_show_check_their_arguments(synth_dir: Path, tmp_path: Path, c
                     "cannot create its folder")
     _one_line_error(capsys, ["show", "--data", str(tmp_path / "nope"), "--sequence-id", sid, "--out",
                              str(tmp_path / "c.gif")], "nope: data directory not found")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(capsys, ["show", "--data", str(tmp_path / "empty"), "--sequence-id", sid, "--out",
+                             str(tmp_path / "c.gif")], "empty: holds neither train.csv nor supplemental_metadata.csv")
+    _one_line_error(capsys, ["show", "--data", str(synth_dir), "--sequence-id", "12", "--out", str(tmp_path / "c.gif")],
+                    "sequence_id 12 is not listed in train.csv or supplemental_metadata.csv")
+
+
+def test_counts_of_workers_are_checked_before_anything_is_written(synth_dir: Path, tmp_path: Path, capsys) -> None:
+    for argv in (["prepare", str(synth_dir), str(tmp_path / "p"), "--workers", "0"],
+                 ["synth", str(tmp_path / "s"), "--sequences", "4", "--workers", "-2"],
+                 ["pipeline", "--data", str(synth_dir), "--out", str(tmp_path / "r"), "--workers", "0"],
+                 ["pipeline", "--data", str(synth_dir), "--out", str(tmp_path / "r"), "--folds", "1"]):
+        _one_line_error(capsys, argv, f"{argv[-2]} {argv[-1]}: expected")
+    assert not list(tmp_path.iterdir())
 
 
 def test_an_unknown_flag_prints_the_subcommands_usage(capsys) -> None:

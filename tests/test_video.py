@@ -119,15 +119,31 @@ def test_show_draws_hands_and_the_growing_prediction(onnx_model: Path, synth_dir
 
 
 @needs_video
-def test_a_video_that_cannot_be_read_says_why(tmp_path: Path) -> None:
-    from aslfr.data.kaggle import DataError
-    from aslfr.sources import extract_landmarks
-
+@pytest.mark.parametrize("command", ["landmarks", "transcribe", "live"])
+def test_a_file_that_is_not_a_video_says_so(onnx_model: Path, tmp_path: Path, capsys, command: str) -> None:
+    """With progress shown (the extractor's stderr is the terminal's), the reason still reaches
+    the one line, naming the file; nothing is written."""
     junk = tmp_path / "clip.mp4"
     junk.write_bytes(b"not a video at all")
-    with pytest.raises(DataError, match=r"clip.mp4: landmark extraction failed: .*\S"):
-        extract_landmarks(junk, tmp_path / "out.parquet", progress=False)
-    assert not (tmp_path / "out.parquet").exists()
+    argv = {"landmarks": ["landmarks", str(junk), "--out", str(tmp_path / "out.parquet")],
+            "transcribe": ["transcribe", str(junk), "--model", str(onnx_model)],
+            "live": ["live", str(junk), "--model", str(onnx_model)]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"aslfr {command}: error: {junk}: not a video OpenCV can read (nor an image: " \
+                      f".bmp, .jpeg, .jpg, .png, .webp)", err
+    assert not list(tmp_path.glob("*out*"))
+
+
+def test_landmarks_checks_its_output_before_mediapipe_runs(shipped_photo: Path, tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    (tmp_path / "d.parquet").mkdir()
+    for out, says in [(blocker / "x.parquet", "cannot create its folder"), (tmp_path / "d.parquet", "is a directory"),
+                      (tmp_path / "x.csv", "expected a .parquet or .pose output")]:
+        assert main(["landmarks", str(shipped_photo), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(out) in err and says in err, err
 
 
 @needs_video

@@ -4,7 +4,7 @@ It reads a submission.zip (model.tflite + inference_args.json), reads each parqu
 Kaggle-layout directory with the `selected_columns` only, calls the TFLite signature runner once
 per sequence (one thread), decodes the argmax of every output row and drops indices >= 59, and
 computes the competition metric with its own Levenshtein distance. It imports only the standard
-library, NumPy, pyarrow and a TFLite runtime, so it also runs inside the converter environment
+library, NumPy, pyarrow, a TFLite runtime and `aslfr.vocab` (the character map's checks), so it also runs inside the converter environment
 with tflite-runtime 2.14.0, the runtime Kaggle's evaluator used:
 
     python -m aslfr.evaluate SUBMISSION DATA_DIR [--limit N] [--runtime litert|tflite-runtime]
@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+
+from aslfr.vocab import CHARMAP_KEY, CharacterMap  # NumPy and the standard library only
 
 TEST_SET_SEQUENCES = 50_000
 BUDGET_SECONDS = 5 * 3600
@@ -53,15 +55,17 @@ def read_submission(submission: Path) -> tuple[bytes, list[str], dict[str, int] 
     except zipfile.BadZipFile:
         raise ValueError(f"{submission}: not a zip file (expected a submission.zip with model.tflite and "
                          f"inference_args.json)") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{submission}: inference_args.json is not UTF-8 text (byte {e.start}: "
+                         f"{e.object[e.start:e.start + 1]!r})") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{submission}: inference_args.json is not valid JSON ({e})") from None
     columns = args.get("selected_columns") if isinstance(args, dict) else None
     if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
         raise ValueError(f"{submission}: inference_args.json has no 'selected_columns' list of column names")
-    mapping = args.get("character_to_prediction_index")
-    if mapping is not None and (not isinstance(mapping, dict) or sorted(mapping.values()) != list(range(len(mapping)))):
-        raise ValueError(f"{submission}: inference_args.json's character_to_prediction_index is not a map of "
-                         f"characters to the indices 0 to n-1")
+    mapping = args.get(CHARMAP_KEY)
+    if mapping is not None:  # checked as every character map is: one line naming the file and field
+        CharacterMap.from_mapping(mapping, f"{submission}: inference_args.json's {CHARMAP_KEY}")
     return model_bytes, columns, mapping
 
 

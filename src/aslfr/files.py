@@ -60,6 +60,25 @@ def _why(e: BaseException, path: Path) -> str:
     return f"{reason} ({free / 2**20:.0f} MB free on its disk)"
 
 
+def check_output_file(path: Path, flag: str = "--out") -> Path:
+    """Before any work: `path` can be written (its folder is created if need be), so that a bad
+    output is found now, not after the work it was to hold."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory; {flag} names the file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot create its folder {path.parent} ({e.strerror or e})") from None
+    probe = temporary_name(path)
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot write in its folder {path.parent} ({e.strerror or e})") from None
+    return path
+
+
 def write_csv(path: Path, header: list[str], rows: Iterable[Sequence]) -> None:
     """A UTF-8 csv file with `header`."""
     def write(tmp: Path) -> None:

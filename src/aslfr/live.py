@@ -95,6 +95,8 @@ class Holistic(FrameSource):
         if any("No module named 'mediapipe'" in x for x in said):
             from aslfr.sources import INSTALL_HINT, MissingExtra
             raise MissingExtra(INSTALL_HINT)
+        if said and said[-1].startswith("error: "):  # the extractor's own one-line refusal
+            raise DataError(said[-1][len("error: "):].strip())
         raise DataError(f"{self.what}: landmark extraction failed: "
                         f"{said[-1].strip() if said else f'exit status {self.proc.returncode}'}")
 

@@ -87,8 +87,10 @@ class Pipeline:
                             .with_charmap(s.charmap()))
         for cfg in (self.base_cfg, self.final_cfg, self.control_cfg):  # before any stage writes anything
             cfg.check()
-        if s.folds < 0:
+        if s.folds < 0 or s.folds == 1:
             raise ValueError(f"--folds {s.folds}: expected 0 (no folds) or 2 or more")
+        if s.workers < 1:
+            raise ValueError(f"--workers {s.workers}: expected a whole number of prepare processes, at least 1")
         self.records = self.out / "stages"
         self.fingerprints: dict[str, str] = {}
 

@@ -76,7 +76,12 @@ class ExportedModel:
                 raise ValueError(f"{path}: expected an input 'inputs' of [T, {len(self.columns)}]; the model has "
                                  f"{session.get_inputs()[0].name!r} {shape}")
             meta = session.get_modelmeta().custom_metadata_map.get(CHARMAP_KEY)
-            self.charmap = CharacterMap.from_mapping(json.loads(meta), f"{path}") if meta else COMPETITION
+            try:
+                mapping = json.loads(meta) if meta else None
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: its metadata {CHARMAP_KEY} is not valid JSON ({e})") from None
+            self.charmap = (CharacterMap.from_mapping(mapping, f"{path}: its metadata {CHARMAP_KEY}")
+                            if mapping is not None else COMPETITION)
             self._run = lambda x: session.run(None, {"inputs": x})[0]
         else:
             raise ValueError(f"{path}: expected a submission .zip or a .onnx model")

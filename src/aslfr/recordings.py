@@ -131,6 +131,8 @@ def build_dataset(root: str | Path, phrases: str | Path, out: str | Path, worker
                   characters: CharacterMap | None = None, progress: bool = True) -> dict:
     """Write the dataset; returns counts and the failures (also in OUT/failures.csv)."""
     root, out = Path(root), Path(out)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"--workers {workers}: expected a whole number of extractions at once, at least 1")
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: recordings directory not found")
     recordings = read_phrases(Path(phrases), root)

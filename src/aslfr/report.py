@@ -6,16 +6,31 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
+from aslfr.config import Config
 from aslfr.data.shards import ShardDataset
 from aslfr.files import atomic_write, write_json
 from aslfr.metric import competition_score
 
-if TYPE_CHECKING:
-    from aslfr.pipeline import Pipeline
+
+class PipelineRun(Protocol):
+    """What the report reads of a pipeline run (`aslfr.pipeline.Pipeline` is one): the report
+    depends on these, not on the pipeline module, so imports run one way."""
+    s: Any              # the run's settings (PipelineSettings)
+    out: Path
+    base_cfg: Config
+    final_cfg: Config
+
+    @property
+    def prepared(self) -> Path: ...
+
+    @property
+    def scores_path(self) -> Path: ...
+
+    def record(self, stage: str) -> dict | None: ...
 
 
 def read_corruptions(data_dir: Path) -> dict[int, str]:
@@ -55,7 +70,7 @@ def _val_scores(preds: list[str], targets: list[str], length_ok: np.ndarray, cle
     return {"unfiltered": sc(everything), "length_filtered": sc(length_ok), "clean": sc(clean)}
 
 
-def write_report(p: "Pipeline") -> dict:
+def write_report(p: PipelineRun) -> dict:
     from aslfr.baseline import baseline_score
     from aslfr.score import plot_histogram, read_score_table
     from aslfr.checkpoints import load_model
@@ -127,7 +142,7 @@ def write_report(p: "Pipeline") -> dict:
     return {"summary": str(p.out / "summary.json"), "report": str(p.out / "report.md")}
 
 
-def _worst_clips(p: "Pipeline", worst: list[dict]) -> list[str]:
+def _worst_clips(p: PipelineRun, worst: list[dict]) -> list[str]:
     """GIFs of the worst-scored samples (aslfr show), with the exported model's prediction when
     there is one; relative to the run directory."""
     from aslfr.video import show
@@ -145,7 +160,7 @@ def _f(x: object) -> str:
     return f"{x:.3f}" if isinstance(x, float) else ("-" if x is None else str(x))
 
 
-def _markdown(s: dict, p: "Pipeline") -> str:
+def _markdown(s: dict, p: PipelineRun) -> str:
     lines = [f"# aslfr pipeline report: preset `{s['preset']}`", ""]
     scoring = f"out of fold ({s['folds']} participant folds)" if s["folds"] > 1 else "in sample (the seed's way)"
     lines += [f"Samples scored {scoring}; the final model keeps samples with score > {s['min_score']:g}.", ""]

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from aslfr.data.loader import Samples, collate
 from aslfr.data.shards import ShardDataset
-from aslfr.files import atomic_write, write_table
+from aslfr.files import atomic_write, check_output_file, write_table
 from aslfr.metric import sample_score
 
 SCORE_COLUMNS = ("sequence_id", "participant_id", "file_id", "prediction", "phrase", "score")
@@ -38,9 +38,7 @@ def score(checkpoint: str | Path, data: str | Path, out: str | Path, batch_size:
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"--batch-size {batch_size}: expected a whole number of sequences, at least 1")
     out = Path(out)
-    if out.is_dir():  # found now, not after predicting every sequence
-        raise ValueError(f"{out}: is a directory; --out names the scores .parquet file to write")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output_file(out)  # found now, not after predicting every sequence
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, cfg, stats = load_model(Path(checkpoint), device)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 
 from aslfr.data.kaggle import DataError, read_landmarks, split_sequences
+from aslfr.files import check_output_file
 from aslfr.landmarks import LANDMARK_COLUMNS
 
 INSTALL_HINT = ("MediaPipe is not installed: run 'make video' (an environment with the 'video' extra: "
@@ -43,6 +44,9 @@ def extract_landmarks(video: str | Path, out: str | Path, sequence_id: int = 0, 
     video, out = Path(video), Path(out)
     if not video.is_file():
         raise FileNotFoundError(f"{video}: not found")
+    if out.suffix not in (".parquet", ".pose"):
+        raise ValueError(f"{out}: expected a .parquet or .pose output")
+    check_output_file(out)  # before MediaPipe runs over the whole video
     if out.suffix == ".pose":
         import tempfile
 
@@ -59,13 +63,18 @@ def extract_landmarks(video: str | Path, out: str | Path, sequence_id: int = 0, 
     cmd = [str(python), str(script), str(video), str(out), "--sequence-id", str(sequence_id)]
     if not progress:
         cmd.append("--no-progress")
+    # the extractor's progress goes to stderr (shown, or kept when quiet); its one-line reason for
+    # refusing an input, to stdout, which is always read
     run = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE, text=True,
                          env=dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2"))
     if run.returncode != 0:
         if "No module named 'mediapipe'" in (run.stderr or ""):
             raise MissingExtra(INSTALL_HINT)
-        said = [line for line in (run.stderr or "").splitlines() + (run.stdout or "").splitlines() if line.strip()]
-        reason = said[-1].strip()[-300:] if said else f"the extractor exited with status {run.returncode} and no message"
+        refused = [line[len("error: "):] for line in (run.stdout or "").splitlines() if line.startswith("error: ")]
+        if refused:
+            raise DataError(refused[-1])
+        said = [line for line in (run.stderr or "").splitlines() if line.strip()]
+        reason = said[-1].strip()[-300:] if said else f"MediaPipe's extractor stopped with status {run.returncode}"
         raise DataError(f"{video}: landmark extraction failed: {reason}")
     return out
 

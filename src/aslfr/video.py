@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from aslfr.data.kaggle import DataError
+from aslfr.files import check_output_file
 from aslfr.features import rows_to_coords
 from aslfr.landmarks import SELECTED_COLUMNS
 from aslfr.sources import sequences_of
@@ -29,17 +30,18 @@ POSE_EDGES = [(0, 1), (1, 2), (2, 3), (2, 4), (2, 5), (7, 8), (8, 9), (9, 10), (
 
 def find_sequence(data_dir: Path, sequence_id: int) -> tuple[Path, str]:
     """The parquet file and phrase of a sequence, from train.csv or supplemental_metadata.csv."""
-    import csv
+    from aslfr.data.kaggle import METADATA_FILES, read_metadata
 
-    for name in ("train.csv", "supplemental_metadata.csv"):
-        csv_path = data_dir / name
-        if not csv_path.is_file():
-            continue
-        with open(csv_path, newline="", encoding="utf-8") as f:
-            for r in csv.DictReader(f):
-                if int(r["sequence_id"]) == sequence_id:
-                    return data_dir / r["path"], r["phrase"]
-    raise DataError(f"{data_dir}: sequence_id {sequence_id} is in neither train.csv nor supplemental_metadata.csv")
+    listed = [source for source, name in METADATA_FILES.items() if (data_dir / name).is_file()]
+    if not listed:
+        raise DataError(f"{data_dir}: holds neither {' nor '.join(METADATA_FILES.values())} "
+                        f"(is it a Kaggle-layout directory?)")
+    for source in listed:
+        for r in read_metadata(data_dir, source):
+            if r.sequence_id == sequence_id:
+                return data_dir / r.path, r.phrase
+    raise DataError(f"{data_dir}: sequence_id {sequence_id} is not listed in "
+                    f"{' or '.join(METADATA_FILES[s] for s in listed)}")
 
 
 def _box(points: np.ndarray, margin: float = 0.1) -> tuple[np.ndarray, float]:
@@ -118,10 +120,7 @@ def show(data_dir: str | Path, sequence_id: int | None, out: str | Path, model: 
         raise FileNotFoundError(f"{data_dir}: data directory not found")
     if data_dir.is_dir() and sequence_id is None:
         raise ValueError(f"{data_dir}: a data directory needs --sequence-id")
-    try:  # before the work: the output's folder must be creatable
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"{out}: cannot create its folder {out.parent} ({e.strerror or e})") from None
+    check_output_file(out)  # before the work
     if data_dir.is_dir():
         parquet, phrase = find_sequence(data_dir, sequence_id)
     else:  # one recording: a .pose file or a parquet (of one sequence, or --sequence-id)

@@ -50,7 +50,8 @@ class CharacterMap:
     def from_mapping(cls, mapping: object, where: str = "character map") -> "CharacterMap":
         if not isinstance(mapping, dict) or not mapping:
             raise ValueError(f"{where}: expected a JSON object of character -> index")
-        indices = sorted(mapping.values()) if all(isinstance(v, int) for v in mapping.values()) else None
+        whole = all(isinstance(v, int) and not isinstance(v, bool) for v in mapping.values())
+        indices = sorted(mapping.values()) if whole else None
         if indices != list(range(len(mapping))):
             raise ValueError(f"{where}: the indices must be the whole numbers 0 to {len(mapping) - 1}, each once")
         return cls(sorted(mapping, key=mapping.get), where)

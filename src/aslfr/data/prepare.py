@@ -268,6 +268,8 @@ def prepare(data_dir: str | Path, out_dir: str | Path, supplemental: bool = Fals
     """Prepare a dataset with `characters` (default: the competition's map); returns the summary
     also written to OUT_DIR/prepare.json."""
     t0 = time.time()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"--workers {workers}: expected a whole number of processes, at least 1")
     data_dir, out = Path(data_dir), Path(out_dir)
     charmap = characters or COMPETITION
     jobs = [replace(j, characters=charmap.tokens) for j in plan_jobs(data_dir, supplemental)]

@@ -573,6 +573,8 @@ def synthesize(out_dir: str | Path, sequences: int = 1000, participants: int = 1
     if sequences < 1 or participants < 1 or files < 1 or supplemental < 0:
         raise ValueError(f"--sequences {sequences} --participants {participants} --files {files} --supplemental "
                          f"{supplemental}: sequences, participants and files must be at least 1, supplemental at least 0")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"--workers {workers}: expected a whole number of processes, at least 1")
     if files > sequences:
         raise ValueError(f"--files {files}: more files than --sequences {sequences}; every file needs a sequence")
     if not 0 <= corrupt_fraction < 1:

@@ -36,18 +36,41 @@ def frames_of(path: Path):
     if path.suffix.lower() in IMAGE_SUFFIXES:
         image = cv2.imread(str(path))
         if image is None:
-            raise SystemExit(f"{path}: not a readable image")
+            raise Refused(f"{path}: not a readable image")
         yield image
         return
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise SystemExit(f"{path}: not a readable video")
+        raise Refused(f"{path}: not a readable video")
     try:
         while True:
             ok, frame = cap.read()
             if not ok:
                 break
             yield frame
+    finally:
+        cap.release()
+
+
+class Refused(Exception):
+    """An input the extractor cannot read: one line for the user."""
+
+
+def check_input(path: Path) -> None:
+    """Before MediaPipe starts: the input opens as an image or a video and has a frame."""
+    import cv2
+
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        if cv2.imread(str(path)) is None:
+            raise Refused(f"{path}: not a readable image")
+        return
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise Refused(f"{path}: not a video OpenCV can read (nor an image: "
+                          f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+        if not cap.read()[0]:
+            raise Refused(f"{path}: a video with no frame that can be decoded")
     finally:
         cap.release()
 
@@ -102,9 +125,13 @@ def run(src: Path, out: Path, sequence_id: int, progress: bool = True) -> int:
         b'{"index_columns": ["sequence_id"], "column_indexes": [], "columns": [], "creator": {"library": "aslfr"}, '
         b'"pandas_version": "2.0.0"}')})
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    pq.write_table(table, tmp)
-    os.replace(tmp, out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return len(values)
 
 
@@ -117,7 +144,7 @@ def stream(src: Path | None, camera: int | None, realtime: bool) -> None:
 
     cap = cv2.VideoCapture(camera if camera is not None else str(src))
     if not cap.isOpened():
-        raise SystemExit(f"{'camera ' + str(camera) if camera is not None else src}: cannot be opened")
+        raise Refused(f"{'camera ' + str(camera) if camera is not None else src}: cannot be opened")
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     fps = fps if 1 <= fps <= 240 else 30.0
     out = sys.stdout.buffer
@@ -157,8 +184,19 @@ def main() -> None:
     ap.add_argument("--camera", type=int)
     ap.add_argument("--realtime", action="store_true")
     a = ap.parse_args()
+    try:
+        _main(a)
+    except Refused as e:  # one line: on stdout, which `aslfr landmarks` always reads (its stderr shows
+        # progress), or on stderr with --stream, whose stdout is the frames
+        print(f"error: {e}", file=sys.stderr if a.stream else sys.stdout, flush=True)
+        sys.exit(2)
+
+
+def _main(a: argparse.Namespace) -> None:
     if a.camera is None and (a.input is None or not a.input.is_file()):
-        raise SystemExit(f"{a.input}: not found")
+        raise Refused(f"{a.input}: not found")
+    if a.camera is None:
+        check_input(a.input)
     if a.stream:
         try:
             stream(a.input, a.camera, a.realtime)
@@ -166,7 +204,7 @@ def main() -> None:
             pass
         return
     if a.out is None:
-        raise SystemExit("an output parquet is needed without --stream")
+        raise Refused("an output parquet is needed without --stream")
     n = run(a.input, a.out, a.sequence_id, progress=not a.no_progress)
     print(f"{n} frames -> {a.out}")
 
