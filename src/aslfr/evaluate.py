@@ -4,7 +4,7 @@ It reads a submission.zip (model.tflite + inference_args.json), reads each parqu
 Kaggle-layout directory with the `selected_columns` only, calls the TFLite signature runner once
 per sequence (one thread), decodes the argmax of every output row and drops indices >= 59, and
 computes the competition metric with its own Levenshtein distance. It imports only the standard
-library, NumPy, pyarrow, a TFLite runtime and `aslfr.vocab` (the character map's checks), so it also runs inside the converter environment
+library, NumPy, pyarrow and a TFLite runtime, so it also runs inside the converter environment
 with tflite-runtime 2.14.0, the runtime Kaggle's evaluator used:
 
     python -m aslfr.evaluate SUBMISSION DATA_DIR [--limit N] [--runtime litert|tflite-runtime]
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from aslfr.vocab import CHARMAP_KEY, CharacterMap  # NumPy and the standard library only
+CHARMAP_KEY = "character_to_prediction_index"
 
 TEST_SET_SEQUENCES = 50_000
 BUDGET_SECONDS = 5 * 3600
@@ -64,9 +64,22 @@ def read_submission(submission: Path) -> tuple[bytes, list[str], dict[str, int] 
     if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
         raise ValueError(f"{submission}: inference_args.json has no 'selected_columns' list of column names")
     mapping = args.get(CHARMAP_KEY)
-    if mapping is not None:  # checked as every character map is: one line naming the file and field
-        CharacterMap.from_mapping(mapping, f"{submission}: inference_args.json's {CHARMAP_KEY}")
+    if mapping is not None:
+        _check_map(mapping, f"{submission}: inference_args.json's {CHARMAP_KEY}")
     return model_bytes, columns, mapping
+
+
+def _check_map(mapping: object, where: str) -> None:
+    """A character map: non-empty strings to the whole numbers 0..n-1, each once (the evaluator
+    shares no code with the model, so it checks the rule itself)."""
+    if not isinstance(mapping, dict) or not mapping:
+        raise ValueError(f"{where}: expected a JSON object of character -> index")
+    if not all(isinstance(k, str) and k for k in mapping):
+        raise ValueError(f"{where}: every character must be a non-empty string")
+    values = list(mapping.values())
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values) or \
+            sorted(values) != list(range(len(values))):
+        raise ValueError(f"{where}: the indices must be the whole numbers 0 to {len(values) - 1}, each once")
 
 
 def load_runner(model_bytes: bytes, runtime: str, columns: list[str] | None = None, name: str = "model.tflite"):

@@ -20,7 +20,7 @@ import hashlib
 import io
 import pickle
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ class KerasImportError(ValueError):
 class Layer:
     name: str
     weights: dict[str, np.ndarray]   # by the weight's own name: kernel, bias, gamma, ...
+    paths: dict[str, str] = field(default_factory=dict)  # the same keys -> the h5 dataset's path
 
     def get(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
         if key not in self.weights:
@@ -287,4 +288,204 @@ def import_keras(h5: Path, out: Path, preset_name: str | None = None,
             "stats": stats is not None, "parameters": sum(p.numel() for p in model.parameters())}
 
 
-__all__ = ["KerasImportError", "import_keras", "keras_state_dict", "read_h5_layers", "read_stats_pickle"]
+# --------------------------------------------------------------------------------------------
+# The 2nd place's network (SECOND-PLACE-SPEC 3): its `save_weights` h5 of `get_model`
+# --------------------------------------------------------------------------------------------
+
+#: the top-level layers of the 2nd place's model that carry weights
+SECOND_PLACE_PARTS = ("encoder", "att_decoder", "ctc_decoder")
+
+
+def read_h5_submodels(path: Path) -> dict[str, list[Layer]]:
+    """The layers of each sub-model group of a Keras 2 h5 (a model whose top-level layers are
+    models, as the 2nd place's encoder and decoders are): per group, its layers in the order of
+    their datasets, each layer's weights by their last name part (repeats numbered: `kernel`,
+    `kernel_1`, ...)."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if not h5py.is_hdf5(path):
+        raise KerasImportError(f"{path}: not an HDF5 file (expected a Keras 2 save_weights .h5)")
+    parts: dict[str, list[Layer]] = {}
+    try:
+        with h5py.File(path, "r") as f:
+            root = f["model_weights"] if "model_weights" in f else f
+            if "layer_names" not in root.attrs:
+                raise KerasImportError(f"{path}: no 'layer_names' attribute: not a Keras 2 weights file")
+            for gname in map(_text, root.attrs["layer_names"]):
+                group = root[gname]
+                layers: dict[str, Layer] = {}
+                for wname in (_text(w) for w in group.attrs.get("weight_names", [])):
+                    lname = wname.split("/", 1)[0]
+                    layer = layers.setdefault(lname, Layer(lname, {}))
+                    stem = key = wname.rsplit("/", 1)[-1].split(":")[0]
+                    k = 1
+                    while key in layer.weights:
+                        key, k = f"{stem}_{k}", k + 1
+                    arr = np.asarray(group[wname][()])
+                    if arr.dtype.kind not in "fiu":
+                        raise KerasImportError(f"{path}: {gname}/{wname} is {arr.dtype}, not numbers")
+                    layer.weights[key] = arr
+                    layer.paths[key] = f"{gname}/{wname}"
+                if layers:
+                    parts[gname] = list(layers.values())
+    except KerasImportError:
+        raise
+    except (OSError, KeyError, ValueError) as e:
+        raise KerasImportError(f"{path}: unreadable HDF5 ({first_line(e, 160)}); truncated or damaged?") from None
+    return parts
+
+
+def is_second_place_h5(path: Path) -> bool:
+    """Whether a weights file has the 2nd place's three sub-models (else: the seed's layout)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            root = f["model_weights"] if "model_weights" in f else f
+            names = {_text(n) for n in root.attrs.get("layer_names", [])}
+    except OSError:
+        return False
+    return set(SECOND_PLACE_PARTS) <= names
+
+
+def _gru_gates(w: np.ndarray, dim: int) -> np.ndarray:
+    """Keras' GRU gate blocks [z, r, h] along the last axis -> PyTorch's [r, z, n]."""
+    z, r, h = w[..., :dim], w[..., dim:2 * dim], w[..., 2 * dim:]
+    return np.concatenate([r, z, h], axis=-1)
+
+
+def second_place_state_dict(path: Path, layers: str) -> tuple[dict, dict[str, torch.Tensor], dict[str, str]]:
+    """Read the 2nd place's h5 against its network; returns the architecture read from the file
+    (width, vocabulary, kernel size, expansions, decoder blocks; `layers` names where the stride-2
+    block is, which weights cannot tell), a state dict for `CTCAttentionModel`, and for each
+    BatchNorm statistic in it the h5 dataset it came from."""
+    path = Path(path)
+    parts = read_h5_submodels(path)
+    missing = [p for p in SECOND_PLACE_PARTS if p not in parts]
+    if missing:
+        raise KerasImportError(f"{path}: no {', '.join(missing)} sub-model: not the 2nd place's network "
+                               f"(it has {', '.join(parts) or 'no layers with weights'})")
+    sd: dict[str, torch.Tensor] = {}
+    sources: dict[str, str] = {}
+    enc = {layer.name: layer for layer in parts["encoder"]}
+
+    def take(group: dict[str, Layer], name: str, what: str) -> Layer:
+        if name not in group:
+            raise KerasImportError(f"{path}: no layer {name!r} ({what}) in the encoder")
+        return group[name]
+
+    stem = take(enc, "stem_conv", "the stem Dense").get("kernel")
+    if stem.ndim != 2 or stem.shape[0] != 1629:
+        raise KerasImportError(f"{path}: layer 'stem_conv' kernel has shape {stem.shape}, expected (1629, width)")
+    dim = int(stem.shape[1])
+    sd["encoder.stem.weight"] = _linear(stem)
+
+    def bn(layer: Layer, prefix: str, width: int) -> None:
+        for key, ours in (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
+                          ("moving_variance", "running_var")):
+            sd[f"{prefix}.{ours}"] = _t(layer.get(key, (width,)))
+            if key.startswith("moving"):
+                sources[f"{prefix}.{ours}"] = layer.paths[key]
+
+    ecas = [layer for layer in parts["encoder"] if re.fullmatch(r"eca(_\d+)?", layer.name)]
+    norms = [layer for layer in parts["encoder"] if re.fullmatch(r"batch_normalization(_\d+)?", layer.name)]
+    n_conv = sum(1 for name in enc if re.fullmatch(r"\d+_expand_conv", name))
+    n_attn = sum(1 for name in enc if re.fullmatch(r"\d+_mhsa", name))
+    if layers.count("C") + layers.count("D") != n_conv or layers.count("T") != n_attn:
+        raise KerasImportError(f"{path}: holds {n_conv} conv and {n_attn} transformer blocks; the preset's layers "
+                               f"{layers!r} have {layers.count('C') + layers.count('D')} and {layers.count('T')}")
+    if len(ecas) != n_conv or len(norms) != 1:
+        raise KerasImportError(f"{path}: {len(ecas)} ECA layers for {n_conv} conv blocks and {len(norms)} final "
+                               f"BatchNormalization layers (expected 1)")
+    hidden = kernel = ffn = None
+    conv = attn = 0
+    for i, kind in enumerate(layers):
+        prefix = f"encoder.blocks.{i}"
+        if kind in "CD":
+            conv += 1
+            n = conv
+            bn(take(enc, f"{n}pre_bn", f"block {n}'s BatchNormalization"), f"{prefix}.pre_bn", dim)
+            expand = take(enc, f"{n}_expand_conv", f"block {n}'s expanding Dense")
+            hidden = hidden or int(expand.get("kernel").shape[-1])
+            sd[f"{prefix}.expand.weight"] = _linear(expand.get("kernel", (dim, hidden)))
+            sd[f"{prefix}.expand.bias"] = _t(expand.get("bias", (hidden,)))
+            dk = take(enc, f"{n}_dwconv", f"block {n}'s depthwise conv").get("depthwise_kernel")
+            kernel = kernel or int(dk.shape[0])
+            if dk.shape != (kernel, hidden, 1):
+                raise KerasImportError(f"{path}: layer '{n}_dwconv' depthwise_kernel has shape {dk.shape}, "
+                                       f"expected ({kernel}, {hidden}, 1)")
+            sd[f"{prefix}.depthwise.weight"] = _t(dk[:, :, 0].T[:, None, :])
+            bn(take(enc, f"{n}conv_bn", f"block {n}'s second BatchNormalization"), f"{prefix}.bn", hidden)
+            sd[f"{prefix}.eca.conv.weight"] = _t(ecas[n - 1].get("kernel", (5, 1, 1))[:, 0, 0][None, None, :])
+            project = take(enc, f"{n}_project_conv", f"block {n}'s projecting Dense")
+            sd[f"{prefix}.project.weight"] = _linear(project.get("kernel", (hidden, dim)))
+            sd[f"{prefix}.project.bias"] = _t(project.get("bias", (dim,)))
+        else:
+            attn += 1
+            m = attn
+            bn(take(enc, f"{m}_bn1", f"transformer {m}'s first BatchNormalization"), f"{prefix}.bn1", dim)
+            mhsa = take(enc, f"{m}_mhsa", f"transformer {m}'s attention")
+            sd[f"{prefix}.attn.qkv.weight"] = _linear(mhsa.get("kernel", (dim, 3 * dim)))
+            sd[f"{prefix}.attn.out.weight"] = _linear(mhsa.get("kernel_1", (dim, dim)))
+            bn(take(enc, f"{m}bn2", f"transformer {m}'s second BatchNormalization"), f"{prefix}.bn2", dim)
+            fc1 = take(enc, f"{m}_fc1", f"transformer {m}'s first feed-forward Dense").get("kernel")
+            ffn = ffn or int(fc1.shape[-1])
+            sd[f"{prefix}.fc1.weight"] = _linear(take(enc, f"{m}_fc1", "").get("kernel", (dim, ffn)))
+            sd[f"{prefix}.fc2.weight"] = _linear(take(enc, f"{m}_fc2", f"transformer {m}'s second feed-forward Dense")
+                                                .get("kernel", (ffn, dim)))
+    bn(norms[0], "encoder.norm", dim)
+
+    dec = {layer.name: layer for layer in parts["att_decoder"]}
+
+    def dtake(name: str, what: str) -> Layer:
+        if name not in dec:
+            raise KerasImportError(f"{path}: no layer {name!r} ({what}) in the attention decoder")
+        return dec[name]
+
+    classifier = dtake("att_decoder_classifier", "the classifier")
+    vocab = int(classifier.get("kernel").shape[-1])
+    sd["decoder.classifier.weight"] = _linear(classifier.get("kernel", (dim, vocab)))
+    sd["decoder.classifier.bias"] = _t(classifier.get("bias", (vocab,)))
+    sd["decoder.token.weight"] = _t(dtake("att_decoder_token_emb", "the token embedding").get("embeddings", (vocab, dim)))
+    position = dtake("att_decoder_pos_emb", "the position embedding").get("embeddings")
+    if position.shape != (64, dim):
+        raise KerasImportError(f"{path}: layer 'att_decoder_pos_emb' embeddings have shape {position.shape}, "
+                               f"expected (64, {dim})")
+    sd["decoder.position.weight"] = _t(position)
+    blocks = sorted({int(m.group(1)) for name in dec if (m := re.fullmatch(r"att_decoder_block(\d+)_bn1", name))})
+    if blocks != list(range(1, len(blocks) + 1)) or not blocks:
+        raise KerasImportError(f"{path}: the attention decoder's blocks are numbered {blocks}, expected 1..n")
+    for b in blocks:
+        prefix, name = f"decoder.blocks.{b - 1}", f"att_decoder_block{b}"
+        for k in (1, 2, 3):
+            bn(dtake(f"{name}_bn{k}", f"decoder block {b}'s BatchNormalization {k}"), f"{prefix}.bn{k}", dim)
+        for part in ("self_attn", "cross_attn"):
+            layer = dtake(f"{name}_{part}", f"decoder block {b}'s {part}")
+            for key, ours in (("kernel", "q"), ("kernel_1", "k"), ("kernel_2", "v"), ("kernel_3", "out")):
+                sd[f"{prefix}.{part}.{ours}.weight"] = _linear(layer.get(key, (dim, dim)))
+        sd[f"{prefix}.fc1.weight"] = _linear(dtake(f"{name}_fc1", "").get("kernel", (dim, ffn)))
+        sd[f"{prefix}.fc2.weight"] = _linear(dtake(f"{name}_fc2", "").get("kernel", (ffn, dim)))
+
+    ctc = parts["ctc_decoder"]
+    names = [layer.name for layer in ctc]
+    if names[:1] != ["rnn"] or "ctc_classifier" not in names or len(ctc) != 3:
+        raise KerasImportError(f"{path}: the CTC head has layers {names}, expected rnn, a Dense and ctc_classifier")
+    gru, hidden_dense, out = ctc[0], ctc[1], next(layer for layer in ctc if layer.name == "ctc_classifier")
+    sd["ctc.gru.rnn.weight_ih_l0"] = _linear(_gru_gates(gru.get("kernel", (dim, 3 * dim)), dim))
+    sd["ctc.gru.rnn.weight_hh_l0"] = _linear(_gru_gates(gru.get("recurrent_kernel", (dim, 3 * dim)), dim))
+    bias = _gru_gates(gru.get("bias", (2, 3 * dim)), dim)
+    sd["ctc.gru.rnn.bias_ih_l0"], sd["ctc.gru.rnn.bias_hh_l0"] = _t(bias[0]), _t(bias[1])
+    sd["ctc.hidden.weight"] = _linear(hidden_dense.get("kernel", (dim, 2 * dim)))
+    sd["ctc.hidden.bias"] = _t(hidden_dense.get("bias", (2 * dim,)))
+    sd["ctc.out.weight"] = _linear(out.get("kernel", (2 * dim, vocab)))
+    sd["ctc.out.bias"] = _t(out.get("bias", (vocab,)))
+    arch = {"vocab": vocab, "dim": dim, "layers": layers, "kernel_size": kernel, "conv_expand": hidden // dim,
+            "ffn_expand": ffn // dim, "decoder_blocks": len(blocks)}
+    return arch, sd, sources
+
+
+__all__ = ["KerasImportError", "import_keras", "is_second_place_h5", "keras_state_dict", "read_h5_layers",
+           "read_h5_submodels", "read_stats_pickle", "second_place_state_dict"]

@@ -1,0 +1,161 @@
+"""Decoding the CTC/attention family's outputs into token ids: CTC greedy, attention greedy and
+joint CTC/attention greedy (SECOND-PLACE-SPEC 6), for one model or several averaged per step.
+
+One implementation of each algorithm, used by scoring, the exported model's reference and the
+recogniser. Ids follow `aslfr.ctc_attention`: 0 = pad and CTC blank, 1..n characters, n+1 = SOS,
+n+2 = EOS.
+
+Correct by default; `quirks=True` reproduces the 2nd place's notebook decoders bit for bit
+(tests/test_second_place.py pins them to its fixtures):
+- its CTC greedy keeps a[i] where a[i] != a[i+1] for i < L-1, so the final run is never
+  emitted (the default collapses runs and keeps the last one);
+- its joint decoder drops the alignment that ends the new prefix exactly at frame k (its state
+  arrays shrink by one frame per token; the default keeps every frame, Watanabe et al.'s exact
+  prefix score);
+- it may choose pad or SOS as a next token, which the default never does (neither is an output).
+Both greedy searches run while k < min(64, L) and EOS has not been chosen, as the 2nd place's do.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from aslfr.ctc_attention import MAX_TOKENS, CTCAttentionModel
+
+#: log 0, finite (the 2nd place's float32.min), so that a weight of 0 never makes 0 * -inf
+LOG_ZERO = torch.finfo(torch.float32).min
+DECODINGS = ("ctc", "attention", "joint")
+
+
+def specials(vocab: int) -> tuple[int, int, int]:
+    """(blank/pad, SOS, EOS) of a vocabulary of `vocab` ids."""
+    return 0, vocab - 2, vocab - 1
+
+
+def ctc_greedy(log_probs: torch.Tensor, quirks: bool = False) -> list[int]:
+    """Frame log-probabilities (or logits) [L, V] -> ids: the argmax per frame, runs collapsed,
+    blanks (0) dropped."""
+    a = log_probs.argmax(-1).tolist()
+    if quirks:  # the last element of each run, for i < L - 1 only
+        kept = [a[i] for i in range(len(a) - 1) if a[i] != a[i + 1]]
+    else:
+        kept = [x for i, x in enumerate(a) if i == 0 or x != a[i - 1]]
+    return [x for x in kept if x != 0]
+
+
+class _Encoded:
+    """One model's view of one sequence for decoding: its encoder output, decoder cache and CTC
+    frame log-probabilities."""
+
+    def __init__(self, model: CTCAttentionModel, features: torch.Tensor) -> None:
+        self.model = model
+        memory, _, _ = model.encode(features[None])
+        self.memory = memory
+        self.cache = model.decoder.start(memory)
+        self.ctc = torch.log_softmax(model.ctc(memory)[0].float(), -1)       # [L, V]
+
+    def step(self, token: int, position: int) -> torch.Tensor:
+        logits, self.cache = self.model.decoder.step(torch.tensor([token]), position, self.cache)
+        return torch.log_softmax(logits[0].float(), -1)
+
+
+def decode(models: list[CTCAttentionModel], features: torch.Tensor, decoding: str = "joint",
+           ctc_weight: float = 0.2, quirks: bool = False) -> list[int]:
+    """Preprocessed features [T, 1629] of one sequence -> the ids decoded by every model in
+    `models` together (their log-probabilities averaged per step); CTC: the collapsed ids;
+    attention and joint: [SOS, y1, ..., (EOS)]."""
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding {decoding!r}: expected one of {', '.join(DECODINGS)}")
+    if not 0 <= ctc_weight <= 1:
+        raise ValueError(f"ctc_weight {ctc_weight}: expected a weight in [0, 1]")
+    if not models:
+        raise ValueError("decoding needs at least one model")
+    vocab = models[0].net.vocab
+    _, sos, eos = specials(vocab)
+    if features.shape[0] == 0:  # nothing to decode: no frame had a landmark
+        return [] if decoding == "ctc" else [sos]
+    for m in models:
+        m.eval()
+    with torch.no_grad():
+        encoded = [_Encoded(m, features) for m in models]
+        if decoding == "ctc":
+            return ctc_greedy(torch.stack([e.ctc for e in encoded]).mean(0), quirks)
+        steps = min(MAX_TOKENS, encoded[0].ctc.shape[0])
+        if decoding == "attention" or ctc_weight == 0:
+            return _attention_greedy(encoded, sos, eos, steps, quirks)
+        return _joint_greedy(encoded, sos, eos, steps, ctc_weight, quirks)
+
+
+def _best(score: torch.Tensor, sos: int, quirks: bool) -> int:
+    if not quirks:  # pad and SOS are not outputs
+        score = score.clone()
+        score[0] = score[sos] = -torch.inf
+    return int(score.argmax())
+
+
+def _attention_greedy(encoded: list[_Encoded], sos: int, eos: int, steps: int, quirks: bool) -> list[int]:
+    ids = [sos]
+    for k in range(steps):
+        score = torch.stack([e.step(ids[-1], k) for e in encoded]).mean(0)
+        ids.append(_best(score, sos, quirks))
+        if ids[-1] == eos:
+            break
+    return ids
+
+
+class _PrefixScorer:
+    """CTC prefix scores of one model's frames P [L, V] (log-probabilities) for every one-token
+    extension of the current prefix, as full-length state arrays over t = 0..L-1."""
+
+    def __init__(self, P: torch.Tensor) -> None:
+        self.P = P
+        self.L = P.shape[0]
+        # the prefix SOS alone: no token emitted, every frame so far a blank
+        self.rn = torch.full((self.L,), LOG_ZERO, dtype=P.dtype)
+        self.rb = torch.cumsum(P[:, 0], 0)
+
+    def scores(self, k: int, last: int | None, eos: int, quirks: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(psi [V], and the extensions' new states rn, rb [L, V]) at step k (prefix of k
+        tokens after SOS, `last` its last one)."""
+        P, L = self.P, self.L
+        R = torch.logaddexp(self.rn, self.rb)                                  # [L]
+        phi = R[:, None].expand(L, P.shape[1]).clone()                         # [L, V]
+        if last is not None:
+            phi[:, last] = self.rb
+        if quirks and k >= 1:  # its arrays start at t = k: phi[k - 1] is gone
+            phi[k - 1] = LOG_ZERO
+        rn = torch.full((L, P.shape[1]), LOG_ZERO, dtype=P.dtype)
+        rb = torch.full((L, P.shape[1]), LOG_ZERO, dtype=P.dtype)
+        if k == 0:
+            rn[0] = P[0]
+        for t in range(1, L):
+            rn[t] = torch.logaddexp(rn[t - 1], phi[t - 1]) + P[t]
+            rb[t] = torch.logaddexp(rb[t - 1], rn[t - 1]) + P[t, 0]
+        terms = torch.cat([rn[:1], phi[:-1] + P[1:]], 0)                       # [L, V]
+        psi = torch.logsumexp(terms, 0)
+        psi[eos] = R[-1]
+        psi[0] = LOG_ZERO
+        return psi, rn, rb
+
+    def advance(self, rn: torch.Tensor, rb: torch.Tensor, token: int) -> None:
+        self.rn, self.rb = rn[:, token].clone(), rb[:, token].clone()
+
+
+def _joint_greedy(encoded: list[_Encoded], sos: int, eos: int, steps: int, w: float, quirks: bool) -> list[int]:
+    scorers = [_PrefixScorer(e.ctc) for e in encoded]
+    ids = [sos]
+    for k in range(steps):
+        A = torch.stack([e.step(ids[-1], k) for e in encoded]).mean(0)
+        last = ids[-1] if k > 0 else None
+        results = [s.scores(k, last, eos, quirks) for s in scorers]
+        C = torch.stack([r[0] for r in results]).mean(0)
+        nxt = _best((1 - w) * A + w * C, sos, quirks)
+        for s, (_, rn, rb) in zip(scorers, results):
+            s.advance(rn, rb, nxt)
+        ids.append(nxt)
+        if nxt == eos:
+            break
+    return ids
+
+
+__all__ = ["DECODINGS", "LOG_ZERO", "ctc_greedy", "decode", "specials"]
