@@ -213,3 +213,141 @@ def test_the_exact_prefix_score_is_the_sum_over_alignments(prefix: list[int]) ->
     full = sum(float(torch.prod(prob[torch.arange(L), torch.tensor(p)]))
                for p in itertools.product(range(3), repeat=L) if _collapse(p) == prefix)
     assert psi[4].exp().item() == pytest.approx(full, rel=1e-9, abs=1e-300)
+
+
+# --------------------------------------------------------------------------------------------
+# the recipe: data with every landmark, augmentations, schedule, AWP, training and resuming
+# --------------------------------------------------------------------------------------------
+
+JOINT_TINY = ["dim=32", "heads=2", "expand=2", "layers=CTDCT", "kernel_sizes=5", "max_len=96", "batch_size=8",
+              "epochs=2", "eval_every=2", "checkpoint_every=1", "workers=0", "warmup_epochs=1", "bf16=false",
+              "awp_start_epoch=1", "val_fraction=0.2"]
+
+
+@pytest.fixture(scope="module")
+def prepared_all(synth_dir: Path, tmp_path_factory) -> Path:
+    from aslfr.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("prepared_all")
+    prepare(synth_dir, out, progress=False, landmarks="all")
+    return out
+
+
+def test_the_presets_are_the_2nd_places_network() -> None:
+    from aslfr.config import preset
+    from aslfr.joint_training import build_model
+
+    cfg = preset("second-place")
+    assert count_parameters(build_model(cfg)) == (6_366_525, 6_336_957)
+    assert (cfg.batch_size, cfg.bn_group, cfg.max_len, cfg.epochs, cfg.lr, cfg.warmup_epochs) == (128, 16, 768, 400,
+                                                                                                   4e-3, 40)
+    assert (cfg.ctc_loss_weight, cfg.label_smoothing, cfg.weight_decay, cfg.awp_lr, cfg.awp_start_epoch) == (
+        0.25, 0.25, 0.01, 0.2, 40)
+    assert cfg.bf16 == "true" and not cfg.ctc_true_lengths  # as it trained: padded CTC lengths under bf16
+    assert build_model(preset("second-place-demo")).net.layers.count("D") == 1
+
+
+def test_all_landmarks_are_prepared_in_the_competitions_layout(synth_dir: Path, prepared_all: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from aslfr.data.shards import ShardDataset
+    from aslfr.landmarks import LANDMARK_COLUMNS
+
+    ds = ShardDataset(prepared_all)
+    i = 5
+    sid, fid = int(ds.meta["sequence_id"][i]), int(ds.meta["file_id"][i])
+    path = next(p for p in (synth_dir / "train_landmarks").glob("*.parquet") if p.stem == str(fid))
+    table = pq.read_table(path, filters=[("sequence_id", "==", sid)])
+    rows = np.stack([table.column(c).to_numpy() for c in LANDMARK_COLUMNS], 1).astype(np.float32)  # [T, 1629]
+    np.testing.assert_array_equal(ds.landmarks(i), rows.reshape(-1, 3, 543).transpose(0, 2, 1))
+    np.testing.assert_array_equal(ds.coords(i), ShardDataset(prepared_all).coords(i))  # the seed's view is kept
+
+
+def test_a_seed_prepared_directory_is_refused_naming_the_option(prepared_dir: Path, tmp_path: Path, capsys) -> None:
+    from aslfr.cli import main
+
+    assert main(["train", "--preset", "second-place-demo", "--data", str(prepared_dir), "--out", str(tmp_path / "r"),
+                 *sum((["--set", x] for x in JOINT_TINY), [])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "prepare with --landmarks all" in err, err
+    assert main(["prepare", str(prepared_dir), str(tmp_path / "p"), "--landmarks", "all"]) == 2  # not a dataset
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[1] / ".tools" / "onnx2tf" / "bin" / "python").is_file(),
+                    reason="the converter environment (with TensorFlow) is missing: run 'make tools'")
+def test_the_temporal_resample_is_tensorflows(tmp_path: Path) -> None:
+    """tf.image.resize along time (bilinear, bicubic, nearest), NaNs included, against TensorFlow
+    itself (the converter environment's)."""
+    import subprocess
+
+    from aslfr.augment_all import resize_time
+    from aslfr.export import converter_python
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for t, new in [(23, 11), (23, 40), (5, 1), (300, 451), (1, 3)]:
+        x = rng.random((t, 543, 3)).astype(np.float32)
+        x[min(3, t - 1), 10] = np.nan
+        x[0, 0] = np.nan
+        cases.append((x, new))
+        np.save(tmp_path / f"x{len(cases)}.npy", x)
+    script = ("import sys, numpy as np, tensorflow as tf\n"
+              "for k in range(1, len(sys.argv) - 1):\n"
+              "    x = np.load(f'{sys.argv[1]}/x{k}.npy'); new = int(sys.argv[k + 1])\n"
+              "    np.savez(f'{sys.argv[1]}/y{k}.npz', **{m: tf.image.resize(x, (new, 543), m).numpy()\n"
+              "                                          for m in ('bilinear', 'bicubic', 'nearest')})\n")
+    subprocess.run([str(converter_python()), "-c", script, str(tmp_path), *[str(n) for _, n in cases]], check=True,
+                   capture_output=True, env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+    for k, (x, new) in enumerate(cases, 1):
+        with np.load(tmp_path / f"y{k}.npz") as ref:
+            for method in ("bilinear", "bicubic", "nearest"):
+                ours, theirs = resize_time(x, new, method), ref[method]
+                assert (np.isnan(ours) == np.isnan(theirs)).all(), (k, method)
+                np.testing.assert_allclose(ours, theirs, atol=1e-6, rtol=0, err_msg=f"{k} {method}")
+
+
+def test_token_replacement_keeps_sos_and_replaces_a_fifth() -> None:
+    from aslfr.augment_all import replace_tokens
+
+    tokens = np.array([60, *range(1, 11), 0, 0])
+    for seed in range(20):
+        out = replace_tokens(tokens, np.random.default_rng(seed), 0.2, 59, (0, 60, 61))
+        assert out[0] == 60 and (out[11:] == 0).all()
+        changed = np.flatnonzero(out[1:11] != tokens[1:11])
+        assert len(changed) <= 2 and ((out >= 0) & (out <= 60)).all()
+
+
+def test_the_one_cycle_schedule_and_what_awp_moves() -> None:
+    from aslfr.config import preset
+    from aslfr.joint_training import awp_parameters, build_model, learning_rate
+
+    cfg = preset("second-place")
+    s = 420  # fold 0's steps per epoch
+    assert learning_rate(0, s, cfg) == 0.0
+    assert learning_rate(20 * s, s, cfg) == pytest.approx(2e-3)
+    assert learning_rate(40 * s, s, cfg) == pytest.approx(4e-3)
+    assert learning_rate(220 * s, s, cfg) == pytest.approx(1e-6 + 0.5 * (4e-3 - 1e-6))
+    assert learning_rate(400 * s, s, cfg) == pytest.approx(1e-6) == learning_rate(500 * s, s, cfg)
+    model = build_model(cfg)
+    moved = {id(p) for p in awp_parameters(model)}
+    names = {n for n, p in model.named_parameters() if id(p) in moved}
+    assert "encoder.stem.weight" in names and "decoder.token.weight" in names
+    assert not any(n.endswith("bias") or ".gru." in n or "bn" in n.split(".")[-2] for n in names)
+
+
+def test_the_recipe_trains_resumes_bit_for_bit_and_scores(prepared_all: Path, tmp_path: Path) -> None:
+    from aslfr.checkpoints import load_model, read_checkpoint
+    from aslfr.config import preset
+    from aslfr.train import train
+
+    cfg = preset("second-place-demo").override(JOINT_TINY)
+    whole = train(cfg, prepared_all, tmp_path / "whole", progress=False)
+    train(cfg, prepared_all, tmp_path / "parts", progress=False, stop_after_epochs=1)
+    parts = train(cfg, prepared_all, tmp_path / "parts", progress=False)
+    assert whole == {**parts, "epoch_seconds": whole["epoch_seconds"]}
+    a = read_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["model"]
+    b = read_checkpoint(tmp_path / "parts" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    model, loaded, _ = load_model(tmp_path / "whole" / "checkpoints" / "last.pt")
+    assert isinstance(model, CTCAttentionModel) and loaded.network == "ctc-attention"
+    assert np.isfinite(whole["loss"]) and "val_score" in whole

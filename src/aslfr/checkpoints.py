@@ -166,7 +166,12 @@ def load_model(checkpoint: Path, device: str = "cpu"
         raise TrainingError(f"{checkpoint}: its 'model' entry is not a set of named weights")
     try:
         cfg = Config.from_dict(state["config"]).check()
-        model = FingerspellingModel(cfg).to(device)
+        if cfg.network == "ctc-attention":
+            from aslfr.joint_training import build_model
+
+            model = build_model(cfg).to(device)
+        else:
+            model = FingerspellingModel(cfg).to(device)
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise TrainingError(f"{checkpoint}: its settings cannot build a model ({first_line(e)})") from None
     try:

@@ -29,7 +29,7 @@ def _prepare(a: argparse.Namespace) -> None:
 
     charmap = CharacterMap.load(a.characters) if a.characters else dataset_charmap(a.data_dir)
     print(describe(prepare(a.data_dir, a.out_dir, supplemental=a.supplemental, workers=a.workers,
-                           characters=charmap)))
+                           characters=charmap, landmarks=a.landmarks)))
 
 
 def _info(a: argparse.Namespace) -> None:
@@ -37,9 +37,17 @@ def _info(a: argparse.Namespace) -> None:
     from aslfr.model import FingerspellingModel, count_parameters, flops_per_sequence
 
     cfg = preset(a.preset).override(a.set).check()
-    model = FingerspellingModel(cfg)
-    print(f"preset {a.preset}: {count_parameters(model):,} trainable parameters, "
-          f"{flops_per_sequence(cfg, cfg.max_len) / 1e9:.2f} GFLOPs forward at T={cfg.max_len}")
+    if cfg.network == "ctc-attention":
+        from aslfr.ctc_attention import count_parameters as counts
+        from aslfr.joint_training import build_model
+
+        total, trainable = counts(build_model(cfg))
+        print(f"preset {a.preset}: {total:,} parameters, {trainable:,} trainable "
+              f"(the 2nd place's network family: encoder, GRU CTC head, attention decoder)")
+    else:
+        model = FingerspellingModel(cfg)
+        print(f"preset {a.preset}: {count_parameters(model):,} trainable parameters, "
+              f"{flops_per_sequence(cfg, cfg.max_len) / 1e9:.2f} GFLOPs forward at T={cfg.max_len}")
     for k, v in cfg.to_dict().items():
         print(f"  {k} = {v}")
 
@@ -197,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                "seed's TFRecord files")
     p.add_argument("out_dir", type=Path, help="the prepared directory to write (a rerun continues it)")
     p.add_argument("--supplemental", action="store_true", help="also prepare the supplemental data")
+    p.add_argument("--landmarks", choices=["seed", "all"], default="seed",
+                   help="seed: the seed's 100 landmarks, x and y (default); all: also every landmark's x, y "
+                        "and z, for the second-place presets")
     p.add_argument("--workers", type=int, default=1, help="files prepared in parallel (default 1)")
     p.add_argument("--characters", type=Path, metavar="MAP.json",
                    help="character map in the Kaggle file's format (default: DATA_DIR's "

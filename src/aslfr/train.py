@@ -1,7 +1,9 @@
 """Training: the seed's recipe (SEED-SPEC 8) on one CPU, one GPU, or many under torchrun: the
 loop, top to bottom. What it reads is `aslfr.data.loader`; checkpoints and the run directory's
 identity are `aslfr.checkpoints`; the hardware's choices (bf16, cores) are `aslfr.hardware`, the
-matmul kernels `aslfr.kernels`.
+matmul kernels `aslfr.kernels`. The 2nd place's recipe (`network=ctc-attention`) runs in the same
+loop; what it does differently (its samples, optimiser, schedule per step, AWP, losses and
+decoding) is `aslfr.joint_training`.
 
 Run as `aslfr train ...`; under `torchrun --nproc_per_node N` the same command trains with
 DistributedDataParallel, each process taking its share of every global batch. Every random
@@ -17,6 +19,7 @@ import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,7 @@ from aslfr.memory import allocator_in_use
 from aslfr.metric import competition_score
 from aslfr.model import FingerspellingModel
 from aslfr.optim import Lookahead, RAdam, learning_rate
+from aslfr import joint_training as joint
 from aslfr.score import predict
 
 
@@ -46,8 +50,11 @@ from aslfr.score import predict
 # Evaluation
 # --------------------------------------------------------------------------------------------
 
-def validation_scores(model, samples: Samples, split: dict[str, np.ndarray], device: str) -> dict[str, float]:
-    preds = predict(model, samples, split["val"], device=device)
+def validation_scores(model, samples, split: dict[str, np.ndarray], device: str, cfg: Config) -> dict[str, float]:  # noqa: ANN001
+    if cfg.network == "ctc-attention":
+        preds = joint.predict([model], samples, split["val"], cfg)
+    else:
+        preds = predict(model, samples, split["val"], device=device)
     targets = [samples.ds.phrases[i] for i in split["val"]]
     filtered = np.isin(split["val"], split["val_filtered"])
     return {"val_score": competition_score(preds, targets),
@@ -127,10 +134,16 @@ def _train(env: Distributed, cfg: Config, data: Path, out: Path, resume: bool, s
         raise TrainingError(f"only {len(split['train'])} training samples remain after {why} "
                             f"({len(split['dropped_by_filter'])} dropped): fewer than one batch of {cfg.batch_size}")
     steps_per_epoch = len(split["train"]) // cfg.batch_size
-    model = FingerspellingModel(cfg, steps_per_epoch).to(env.device)
-    # Lookahead copies its slow weights here, before DDP would broadcast rank 0's: they agree
-    # across processes only because every process drew the same initial weights above
-    opt = make_optimizer(model, cfg)
+    joint_net = cfg.network == "ctc-attention"
+    if joint_net:
+        joint.check_phrases(ds, np.concatenate([split["train"], split["val"]]))
+        model = joint.build_model(cfg).to(env.device)
+        opt = joint.make_optimizer(model, cfg)
+    else:
+        model = FingerspellingModel(cfg, steps_per_epoch).to(env.device)
+        # Lookahead copies its slow weights here, before DDP would broadcast rank 0's: they agree
+        # across processes only because every process drew the same initial weights above
+        opt = make_optimizer(model, cfg)
     if env.rank:
         torch.manual_seed(cfg.seed + env.rank)  # each process its own dropout draws
     first_epoch, step = 0, 0
@@ -166,11 +179,16 @@ def _train(env: Distributed, cfg: Config, data: Path, out: Path, resume: bool, s
     net = DistributedDataParallel(model) if env.world > 1 else model
     if cfg.compile:
         net = torch.compile(net)
-    samples = Samples(data, cfg, train=True, stats=stats)
-    val_samples = Samples(data, cfg, train=False, stats=stats)  # opened once: read at every validation
+    if joint_net:
+        samples, val_samples = joint.JointSamples(data, cfg, train=True), joint.JointSamples(data, cfg, train=False)
+    else:
+        samples = Samples(data, cfg, train=True, stats=stats)
+        val_samples = Samples(data, cfg, train=False, stats=stats)  # opened once: read at every validation
     last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, first_epoch + stop_after_epochs)
     batches = EpochBatches(split["train"], cfg.batch_size, cfg.seed, first_epoch, last_epoch, env.rank, env.world)
-    loader = make_loader(samples, batches, cfg, env.device, env.world, log=print if env.main else None)
+    loader = make_loader(samples, batches, cfg, env.device, env.world, log=print if env.main else None,
+                         collate_fn=(partial(joint.collate, pad_to=None if cfg.pad_to_batch else cfg.max_len)
+                                     if joint_net else None))
     use_bf16 = bf16_enabled(cfg.bf16, env.device)
     if env.main and cfg.bf16 == "auto":
         print(f"bf16=auto: {'bf16 autocast' if use_bf16 else 'float32'} on {env.device} "
@@ -191,13 +209,21 @@ def _train(env: Distributed, cfg: Config, data: Path, out: Path, resume: bool, s
             group["lr"] = lr
         model.train()
         t0, losses = time.time(), []
+        awp = joint_net and 0 <= cfg.awp_start_epoch <= epoch and cfg.awp_lr > 0
         for _ in range(steps_per_epoch):
             batch = next(batch_iter)
-            loss = step_loss(net, batch, cfg, env.device, autocast)
-            _check_finite(loss, step, epoch, batch["sequence_ids"], out, env)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            if joint_net:  # the learning rate per step; the step's loss is checked after it
+                lr = joint.learning_rate(step, steps_per_epoch, cfg)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                loss = joint.train_step(net, model, opt, batch, cfg, env.device, autocast, awp)
+                _check_finite(loss, step, epoch, batch["sequence_ids"], out, env)
+            else:
+                loss = step_loss(net, batch, cfg, env.device, autocast)
+                _check_finite(loss, step, epoch, batch["sequence_ids"], out, env)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
             step += 1
             losses.append(float(loss.detach()))
             bar.update()
@@ -211,7 +237,7 @@ def _train(env: Distributed, cfg: Config, data: Path, out: Path, resume: bool, s
                "epoch_seconds": round(time.time() - t0, 2)}
         if done % cfg.eval_every == 0 or done == cfg.epochs:
             if env.main:
-                row.update(validation_scores(model, val_samples, split, env.device))
+                row.update(validation_scores(model, val_samples, split, env.device, cfg))
         if env.main:
             _append_metrics(out, row)
             if done % cfg.checkpoint_every == 0 or done == cfg.epochs or done == last_epoch:

@@ -91,19 +91,38 @@ def select_samples(ds: ShardDataset, cfg: Config, scores_path: Path | None) -> d
     val = validation_mask(ds, cfg)
     if cfg.train_filter == "length":
         keep = passes_length_filter(ds)
+    elif cfg.train_filter == "frames":  # the 2nd place's: more than one frame
+        keep = ds.meta["n_frames"] > 1
     elif cfg.train_filter == "score":
         if scores_path is None:
             raise ValueError("train_filter=score needs --scores (from 'aslfr score')")
         keep = read_scores(scores_path, ds) > cfg.min_score
     else:
-        raise ValueError(f"train_filter {cfg.train_filter!r}: expected 'length' or 'score'")
+        raise ValueError(f"train_filter {cfg.train_filter!r}: expected 'length', 'score' or 'frames'")
     return {"train": np.flatnonzero(~val & keep), "val": np.flatnonzero(val),
             "val_filtered": np.flatnonzero(val & passes_length_filter(ds)),
             "dropped_by_filter": np.flatnonzero(~val & ~keep)}
 
 
-class Samples(Dataset):
-    """Items are (epoch, sample index) pairs so that augmentation is seeded by both."""
+class PreparedSamples(Dataset):
+    """A prepared directory's samples, opened lazily (each DataLoader worker maps the shards
+    itself); items are (epoch, sample index) pairs so that augmentation is seeded by both."""
+
+    root: Path
+    _ds: ShardDataset | None = None
+
+    @property
+    def ds(self) -> ShardDataset:
+        if self._ds is None:
+            self._ds = ShardDataset(self.root)
+        return self._ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+
+class Samples(PreparedSamples):
+    """The seed's samples: its augmentations and features."""
 
     def __init__(self, root: Path, cfg: Config, train: bool,
                  stats: tuple[np.ndarray, np.ndarray] | None = None) -> None:
@@ -115,15 +134,6 @@ class Samples(Dataset):
         mean, std = stats if stats is not None else self.ds.stats()
         self.mean = torch.as_tensor(np.asarray(mean), dtype=torch.float32)
         self.std = torch.as_tensor(np.asarray(std), dtype=torch.float32)
-
-    @property
-    def ds(self) -> ShardDataset:
-        if self._ds is None:  # opened lazily: each worker maps the shards itself
-            self._ds = ShardDataset(self.root)
-        return self._ds
-
-    def __len__(self) -> int:
-        return len(self.ds)
 
     def __getitem__(self, item: tuple[int, int]) -> dict:
         epoch, i = item
@@ -196,15 +206,17 @@ def loader_workers(setting: int, device: str, world: int = 1) -> int:
     return max(1, min(16, available_cores() // max(1, world) - 1))
 
 
-def make_loader(samples: Samples, batches: "EpochBatches", cfg: Config, device: str, world: int = 1,
-                log=None) -> DataLoader:  # noqa: ANN001
+def make_loader(samples: Dataset, batches: "EpochBatches", cfg: Config, device: str, world: int = 1,
+                log=None, collate_fn=None) -> DataLoader:  # noqa: ANN001
     """The training DataLoader: `batches` of `samples`, augmented and collated in worker
-    processes, padded to `max_len` (the seed's shapes) or to the batch's longest sample."""
+    processes, padded to `max_len` (the seed's shapes) or to the batch's longest sample
+    (`collate_fn`: another network family's batches)."""
     workers = loader_workers(cfg.workers, device, world)
     if log and cfg.workers < 0:
         log(f"workers=auto: {workers} loader process{'es' if workers != 1 else ''} on {device} "
             f"({available_cores()} cores available)")
     pad_to = None if cfg.pad_to_batch else cfg.max_len
     return DataLoader(samples, batch_sampler=batches, num_workers=workers,
-                      collate_fn=partial(collate, pad_to=pad_to, blank=cfg.charmap.blank), worker_init_fn=_one_thread,
+                      collate_fn=collate_fn or partial(collate, pad_to=pad_to, blank=cfg.charmap.blank),
+                      worker_init_fn=_one_thread,
                       prefetch_factor=4 if workers else None, pin_memory=device.startswith("cuda"))

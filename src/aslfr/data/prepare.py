@@ -30,7 +30,7 @@ from aslfr.data.moments import FeatureMoments, sequence_sums
 from aslfr.data.shards import METADATA_FIELDS, N_COLUMNS, to_blocks
 from aslfr.data.tfrecords import TFRecordError, file_id_of, read_seed_file
 from aslfr.files import save_npy, save_npz, write_json, write_table
-from aslfr.landmarks import SELECTED_COLUMNS
+from aslfr.landmarks import LANDMARK_COLUMNS, SELECTED_COLUMNS
 from aslfr.vocab import COMPETITION, CharacterMap
 
 _RIGHT_WRIST_X = SELECTED_COLUMNS.index("x_right_hand_0")
@@ -53,6 +53,11 @@ class FileJob:
     source: str             # "train" or "supplemental"
     sequences: tuple[SequenceInfo, ...] = ()
     characters: tuple[str, ...] = tuple(COMPETITION.tokens)
+    all_landmarks: bool = False  # also keep all 543 landmarks' x, y, z (the 2nd place's input)
+
+
+#: which landmarks a prepared directory keeps
+LANDMARK_SETS = ("seed", "all")
 
 
 def _check_output_dir(out: Path) -> None:
@@ -151,9 +156,11 @@ def _check_options(out: Path, options: dict) -> None:
         sources = {json.loads(m.read_text()).get("input", {}).get("source") for m in markers}
         old = {"supplemental": "supplemental" in sources} if markers else None
     if old is not None and old != options:
-        was = "with" if old.get("supplemental") else "without"
-        raise DataError(f"{out}: was prepared {was} --supplemental; prepare into a new directory, or delete it "
-                        f"to start over")
+        if old.get("supplemental") != options.get("supplemental"):
+            what = f"{'with' if old.get('supplemental') else 'without'} --supplemental"
+        else:
+            what = f"with --landmarks {old.get('landmarks', 'seed')}"
+        raise DataError(f"{out}: was prepared {what}; prepare into a new directory, or delete it to start over")
     if not path.is_file():
         out.mkdir(parents=True, exist_ok=True)
         write_json(path, options)
@@ -203,6 +210,14 @@ def prepare_file(job: FileJob, out: Path, threads: int | None = None) -> dict[st
     finally:
         writer.shutdown()
     written.result()
+    if job.all_landmarks:  # the same rows, every column: sequence blocks at the same row offsets
+        if job.kind != "parquet":
+            raise DataError(f"{job.path}: the seed's TFRecords hold only its 100 landmarks' x and y; --landmarks "
+                            f"all needs the Kaggle parquet files")
+        every = read_sequence_blocks(job.path, LANDMARK_COLUMNS, threads=threads)
+        if not np.array_equal(every.starts, read.starts) or not np.array_equal(every.lengths, read.lengths):
+            raise DataError(f"{job.path}: its rows read differently for all columns; the file changed while read?")
+        save_npy(shard / f"{job.file_id}.all.npy", every.blocks)
 
     meta = {
         "sequence_id": np.array([e[0] for e in kept], np.int64),
@@ -264,20 +279,30 @@ def _run(args: tuple[FileJob, Path, int]) -> tuple[int, dict[str, int]]:
 
 
 def prepare(data_dir: str | Path, out_dir: str | Path, supplemental: bool = False,
-            workers: int = 1, progress: bool = True, characters: CharacterMap | None = None) -> dict:
+            workers: int = 1, progress: bool = True, characters: CharacterMap | None = None,
+            landmarks: str = "seed") -> dict:
     """Prepare a dataset with `characters` (default: the competition's map); returns the summary
-    also written to OUT_DIR/prepare.json."""
+    also written to OUT_DIR/prepare.json. `landmarks`: "seed" keeps the seed's 100 landmarks'
+    x and y; "all" also keeps every landmark's x, y and z (`shards/<file_id>.all.npy`), which the
+    2nd place's network reads."""
+    if landmarks not in LANDMARK_SETS:
+        raise ValueError(f"--landmarks {landmarks}: expected one of {', '.join(LANDMARK_SETS)}")
     t0 = time.time()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"--workers {workers}: expected a whole number of processes, at least 1")
     data_dir, out = Path(data_dir), Path(out_dir)
     charmap = characters or COMPETITION
-    jobs = [replace(j, characters=charmap.tokens) for j in plan_jobs(data_dir, supplemental)]
+    jobs = [replace(j, characters=charmap.tokens, all_landmarks=landmarks == "all")
+            for j in plan_jobs(data_dir, supplemental)]
     if not jobs:
         raise DataError(f"{data_dir}: no landmark files to prepare")
+    if landmarks == "all":
+        for j in jobs:
+            if j.kind == "parquet":
+                check_landmark_schema(j.path, LANDMARK_COLUMNS)
     _check_output_dir(out)
     _check_same_files(out, jobs)
-    _check_options(out, {"supplemental": supplemental})
+    _check_options(out, {"supplemental": supplemental, **({"landmarks": landmarks} if landmarks != "seed" else {})})
     earlier = out / "characters.json"
     if earlier.is_file() and CharacterMap.load(earlier) != charmap:
         raise DataError(f"{earlier}: {out} was prepared with another character map; prepare into a new "

@@ -6,6 +6,9 @@ Layout of a prepared directory:
                                 frames is [r * 200:(r + n) * 200], its [200, n] columns one after
                                 the other (`block_rows`); a skipped sequence's block is unreferenced
     shards/<file_id>.meta.parquet  one row per sequence (see METADATA_FIELDS), with its row offset
+    shards/<file_id>.all.npy    with `prepare --landmarks all`: all 1,629 columns (LANDMARK_COLUMNS:
+                                543 landmarks' x, then y, then z) of the same rows, as sequence
+                                blocks at the same row offsets
     shards/<file_id>.stats.npz  NaN-aware float64 count / sum / sum of squares of the 600 features
                                 (aslfr.data.moments)
     shards/<file_id>.done.json  written last: the file is finished (skip counts inside)
@@ -28,10 +31,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aslfr.features import rows_to_coords
-from aslfr.landmarks import SELECTED_COLUMNS
+from aslfr.landmarks import LANDMARK_COLUMNS, SELECTED_COLUMNS
 from aslfr.messages import first_line
 
 N_COLUMNS = len(SELECTED_COLUMNS)
+N_ALL = len(LANDMARK_COLUMNS)
 
 METADATA_FIELDS = ("sequence_id", "participant_id", "file_id", "phrase", "n_frames",
                    "n_right_hand_frames", "n_left_hand_frames", "source", "offset")
@@ -55,7 +59,9 @@ class ShardDataset:
         self.meta = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
         self.phrases: list[str] = table.column("phrase").to_pylist()
         self._maps: dict[int, np.ndarray] = {}
-        for name in ["stats.npz"] + [f"shards/{f}.npy" for f in np.unique(self.meta["file_id"])]:
+        self.all_landmarks = _prepared_options(self.root).get("landmarks") == "all"
+        every = [f"shards/{f}.all.npy" for f in np.unique(self.meta["file_id"])] if self.all_landmarks else []
+        for name in ["stats.npz"] + [f"shards/{f}.npy" for f in np.unique(self.meta["file_id"])] + every:
             if not (self.root / name).is_file():  # found now, not in a DataLoader worker mid-epoch
                 raise FileNotFoundError(f"{self.root / name}: missing from the prepared directory; "
                                         f"run 'aslfr prepare' again into it to restore it")
@@ -67,8 +73,11 @@ class ShardDataset:
         traceback mid-epoch."""
         file_ids = self.meta["file_id"]
         ends = self.meta["offset"].astype(np.int64) + self.meta["n_frames"].astype(np.int64)
-        for fid in np.unique(file_ids):
-            path = self.root / "shards" / f"{fid}.npy"
+        shards = [(f"{fid}.npy", fid, N_COLUMNS) for fid in np.unique(file_ids)]
+        if self.all_landmarks:
+            shards += [(f"{fid}.all.npy", fid, N_ALL) for fid in np.unique(file_ids)]
+        for name, fid, n_cols in shards:
+            path = self.root / "shards" / name
             try:
                 with open(path, "rb") as f:
                     version = np.lib.format.read_magic(f)
@@ -79,7 +88,7 @@ class ShardDataset:
             except (OSError, ValueError) as e:
                 raise ValueError(f"{path}: not a readable shard ({first_line(e)}); run 'aslfr prepare' again") from None
             count = int(np.prod(shape)) if shape else 1
-            rows = shape[0] if len(shape) == 2 else count // N_COLUMNS  # the earlier row-major layout, or blocks
+            rows = shape[0] if len(shape) == 2 else count // n_cols  # the earlier row-major layout, or blocks
             needed = int(ends[file_ids == fid].max())
             if path.stat().st_size < header + count * np.dtype(dtype).itemsize or rows < needed:
                 raise ValueError(f"{path}: cut off ({path.stat().st_size} bytes, {rows} rows for sequences that need "
@@ -109,6 +118,21 @@ class ShardDataset:
         if shard.ndim == 2:  # the earlier row-major layout
             return np.ascontiguousarray(rows_to_coords(shard[start:start + n]))
         return block_coords(shard, start, n)
+
+    def landmarks(self, i: int) -> np.ndarray:
+        """[T, 543, 3] x, y, z of every landmark of sample i, NaN where not detected (a new array);
+        only in a directory prepared with `--landmarks all`."""
+        if not self.all_landmarks:
+            raise ValueError(f"{self.root}: prepared with the seed's 100 landmarks only; this network reads all 543 "
+                             f"(x, y, z): prepare with --landmarks all")
+        fid, start, n = int(self.meta["file_id"][i]), int(self.meta["offset"][i]), int(self.meta["n_frames"][i])
+        key = -1 - fid
+        arr = self._maps.get(key)
+        if arr is None:
+            arr = np.load(self.root / "shards" / f"{fid}.all.npy", mmap_mode="r")
+            self._maps[key] = arr
+        block = np.array(arr[start * N_ALL:(start + n) * N_ALL]).reshape(3, N_ALL // 3, n)
+        return np.ascontiguousarray(block.transpose(2, 1, 0))
 
     def _locate(self, i: int) -> tuple[np.ndarray, int, int]:
         """(the memory-mapped shard, row offset, frames) of sample i."""
@@ -145,6 +169,18 @@ class ShardDataset:
                                  f"{'' if a.dtype.kind != 'f' or np.isfinite(a).all() else ' with non-finite values'}; "
                                  f"expected {N_FEATURES} finite floats; run 'aslfr prepare' again")
         return mean, std
+
+
+def _prepared_options(root: Path) -> dict:
+    import json
+
+    path = Path(root) / "options.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise ValueError(f"{path}: unreadable; run 'aslfr prepare' again into a new directory") from None
 
 
 def prepared_charmap(root: Path):  # noqa: ANN201 - a CharacterMap
