@@ -351,3 +351,60 @@ def test_the_recipe_trains_resumes_bit_for_bit_and_scores(prepared_all: Path, tm
     model, loaded, _ = load_model(tmp_path / "whole" / "checkpoints" / "last.pt")
     assert isinstance(model, CTCAttentionModel) and loaded.network == "ctc-attention"
     assert np.isfinite(whole["loss"]) and "val_score" in whole
+
+
+def test_import_keras_reads_the_2nd_places_h5_into_a_checkpoint(tmp_path: Path, capsys, ref: dict) -> None:
+    """A user with the 2nd place's published `*-last.h5` gets an aslfr checkpoint: the same
+    network, the same eval outputs."""
+    from aslfr.checkpoints import load_model
+    from aslfr.cli import main
+
+    out = tmp_path / "second.pt"
+    assert main(["import-keras", str(FIXTURES / "second_place_network.h5"), "--out", str(out)]) == 0
+    assert "the 2nd place's network, width 192, layers CCCTCCCTDCCCTCCCT" in capsys.readouterr().out
+    model, cfg, _ = load_model(out)
+    assert cfg.network == "ctc-attention" and cfg.bn_group == 16
+    x, lengths = torch.from_numpy(ref["encoder_inputs"]), torch.from_numpy(ref["frame_lengths"]).long()
+    with torch.no_grad():
+        _, ctc = model(x, torch.from_numpy(ref["decoder_inputs"]).long(), lengths)
+    _close(ctc, ref["eval_ctc_logits"], ref["encoder_mask"], 5e-4)
+    assert main(["import-keras", str(FIXTURES / "second_place_network.h5"), "--out", str(out), "--preset",
+                 "seed-base"]) == 2
+    assert "another family's" in capsys.readouterr().err
+
+
+def test_the_pipeline_runs_with_the_2nd_places_presets(synth_dir: Path, tmp_path: Path, capsys) -> None:
+    """prepare (every landmark) -> base -> score -> final (score filter) -> control -> report;
+    the on-device export of this network is not built yet, and says so in one line."""
+    import json
+
+    from aslfr.cli import main
+
+    out = tmp_path / "run"
+    argv = ["pipeline", "--data", str(synth_dir), "--out", str(out), "--preset", "second-place-demo", "--no-export",
+            "--min-score", "-50", *sum((["--set", x] for x in JOINT_TINY), [])]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (out / "prepared" / "options.json").read_text().count('"all"') == 1
+    assert json.loads((out / "final" / "config.json").read_text())["train_filter"] == "score"
+    assert json.loads((out / "control" / "config.json").read_text())["train_filter"] == "frames"
+    assert summary and (out / "report.md").is_file()
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(out / "final" / "checkpoints" / "last.pt"), "--out",
+                 str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not exported yet" in err, err
+
+
+def test_the_default_decoders_emit_only_characters_then_eos(decoding_ref: dict, models: dict) -> None:
+    """Without the quirks: no pad or SOS after the start, EOS last unless the step limit came
+    first; an input with no landmark at all decodes to nothing."""
+    for i in range(len(decoding_ref["case_names"])):
+        features = _features(decoding_ref[f"frames_{i}"])
+        for decoding in ("attention", "joint"):
+            ids = decode([models["a"], models["b"]], features, decoding, 0.3)
+            assert ids[0] == 60 and all(1 <= t <= 59 for t in ids[1:-1]), (i, decoding, ids)
+            assert ids[-1] == 61 or len(ids) - 1 == min(64, (features.shape[0] + 1) // 2) or len(ids) == 1
+        assert all(1 <= t <= 61 for t in decode([models["a"]], features, "ctc"))
+    empty = torch.zeros(0, 1629)
+    assert decode([models["a"]], empty, "joint") == [60] and decode([models["a"]], empty, "ctc") == []

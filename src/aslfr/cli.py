@@ -95,8 +95,12 @@ def _import_keras(a: argparse.Namespace) -> None:
 
     r = import_keras(a.weights, a.out, preset_name=a.preset, stats=tuple(a.stats) if a.stats else None)
     cfg = r["config"]
-    print(f"read {a.weights}: width {cfg.dim}, {cfg.stages} stages, kernels {list(cfg.kernel_sizes)}, "
-          f"expansion {cfg.expand}, {r['parameters']:,} parameters, late-dropout step {r['late_dropout_step']}")
+    if r.get("network") == "ctc-attention":
+        print(f"read {a.weights}: the 2nd place's network, width {cfg.dim}, layers {cfg.layers}, kernel "
+              f"{cfg.kernel_sizes[0]}, {r['parameters']:,} trainable parameters")
+    else:
+        print(f"read {a.weights}: width {cfg.dim}, {cfg.stages} stages, kernels {list(cfg.kernel_sizes)}, "
+              f"expansion {cfg.expand}, {r['parameters']:,} parameters, late-dropout step {r['late_dropout_step']}")
     for key, (got, want) in r["differs"].items():
         print(f"  {key} = {got} read from the file (preset {r['preset']} has {want})")
     print(f"wrote {a.out} (preset {r['preset']}, {cfg.heads} heads)"
@@ -243,11 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "the hardware has native bf16)")
     p.set_defaults(func=_score)
 
-    p = sub.add_parser("import-keras", help="the seed's Keras 2 weights (.h5) -> an aslfr checkpoint")
-    p.add_argument("weights", type=Path, help="a Keras 2 model.save_weights .h5 of the seed's network")
+    p = sub.add_parser("import-keras", help="the seed's or the 2nd place's Keras 2 weights (.h5) -> an aslfr checkpoint")
+    p.add_argument("weights", type=Path, help="a Keras 2 model.save_weights .h5 of the seed's or the 2nd place's network")
     p.add_argument("--out", required=True, type=Path, help="checkpoint to write (.pt)")
-    p.add_argument("--preset", choices=["seed-base", "seed-final"],
-                   help="the settings the file lacks (heads, max_len, dropout); default by stage count")
+    p.add_argument("--preset", choices=["seed-base", "seed-final", "second-place"],
+                   help="the settings the file lacks (heads, max_len, dropout); default: by stage count for the "
+                        "seed's, second-place for the 2nd place's")
     p.add_argument("--stats", nargs=2, type=Path, metavar=("MEANS", "STDS"),
                    help="the seed's MEANs.p and STDs.p (600 feature means and standard deviations)")
     p.set_defaults(func=_import_keras)

@@ -79,6 +79,9 @@ def build(checkpoint, stats_path=None, max_frames: int | None = None, decode: bo
     from aslfr.checkpoints import load_model
 
     model, cfg, stats = load_model(checkpoint, device)
+    if cfg.network != "seed":
+        raise ValueError(f"{checkpoint}: holds the 2nd place's network ({cfg.network}); its on-device model (the "
+                         f"decoders inside the graph) is not exported yet: score it with 'aslfr score'")
     if stats is not None:
         mean, std = stats
     elif stats_path is not None:

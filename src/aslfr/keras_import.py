@@ -265,6 +265,10 @@ def import_keras(h5: Path, out: Path, preset_name: str | None = None,
     from aslfr.model import FingerspellingModel
 
     h5, out = Path(h5), Path(out)
+    if h5.is_file() and is_second_place_h5(h5):
+        if stats is not None:
+            raise KerasImportError(f"{h5}: the 2nd place's network normalises each sequence itself; it takes no --stats")
+        return import_second_place(h5, out, preset_name or "second-place")
     read, sd = keras_state_dict(h5, preset(preset_name or "seed-final"))  # the file is read once
     chosen = preset_name or ("seed-base" if read.stages == 3 else "seed-final")
     cfg = with_architecture(preset(chosen), read.dim, read.stages, read.expand, read.kernel_sizes, h5)
@@ -487,5 +491,43 @@ def second_place_state_dict(path: Path, layers: str) -> tuple[dict, dict[str, to
     return arch, sd, sources
 
 
-__all__ = ["KerasImportError", "import_keras", "is_second_place_h5", "keras_state_dict", "read_h5_layers",
+def import_second_place(h5: Path, out: Path, preset_name: str = "second-place") -> dict:
+    """Write an aslfr checkpoint from the 2nd place's `save_weights` h5 (its published
+    `*-last.h5`, say); the settings the file lacks (heads, where the stride-2 block is, dropout)
+    come from `preset_name`."""
+    import dataclasses
+
+    from aslfr.files import atomic_write
+    from aslfr.joint_training import build_model
+
+    base = preset(preset_name)
+    if base.network != "ctc-attention":
+        raise KerasImportError(f"{h5}: holds the 2nd place's network; --preset {preset_name} is another family's")
+    arch, sd, _ = second_place_state_dict(h5, base.layers)
+    if arch["vocab"] != len(base.charmap) + 3:
+        raise KerasImportError(f"{h5}: its classifier has {arch['vocab']} outputs; the competition's 59 characters "
+                               f"with pad, SOS and EOS make {len(base.charmap) + 3}")
+    cfg = dataclasses.replace(base, dim=arch["dim"], kernel_sizes=(arch["kernel_size"],),
+                              expand=arch["conv_expand"], ffn_expand=arch["ffn_expand"],
+                              decoder_blocks=arch["decoder_blocks"])
+    try:
+        cfg.check()
+    except ValueError as e:
+        raise KerasImportError(f"{h5}: the network read from the file does not fit the preset: {e}") from None
+    model = build_model(cfg)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:  # the walk covers the network: this is a bug, not bad input
+        raise RuntimeError(f"keras import left {missing} unset and {unexpected} unused")
+    state = {"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 0, "step": 0,
+             "source": {"keras_h5": str(h5), "sha256": hashlib.sha256(h5.read_bytes()).hexdigest(),
+                        "preset": preset_name}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda tmp: torch.save(state, tmp))
+    differs = {k: (getattr(cfg, k), getattr(base, k)) for k in ("dim", "kernel_sizes", "expand", "ffn_expand",
+                                                                   "decoder_blocks") if getattr(cfg, k) != getattr(base, k)}
+    return {"config": cfg, "preset": preset_name, "differs": differs, "late_dropout_step": 0, "stats": True,
+            "parameters": sum(p.numel() for p in model.parameters()), "network": "ctc-attention"}
+
+
+__all__ = ["KerasImportError", "import_keras", "import_second_place", "is_second_place_h5", "keras_state_dict", "read_h5_layers",
            "read_h5_submodels", "read_stats_pickle", "second_place_state_dict"]

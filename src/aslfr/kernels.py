@@ -280,8 +280,8 @@ class _LinearFunction(torch.autograd.Function):
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear`, with plain float32 CPU work on the kernels measured fastest here."""
-    if not _plain_float32_cpu(x, weight):
-        return F.linear(x, weight, bias)
+    if not _plain_float32_cpu(x, weight) or x.shape[-1] != weight.shape[1]:
+        return F.linear(x, weight, bias)  # (a width that does not fit: PyTorch's own message, not oneDNN's)
     return _LinearFunction.apply(x, weight, bias)
 
 

@@ -41,7 +41,10 @@ from aslfr.files import write_json
 from aslfr.vocab import CharacterMap
 
 STAGES = ["prepare", "base", "score", "final", "control", "export", "evaluate", "report"]
-PIPELINE_PRESETS = {"demo": ("demo-base", "demo-final"), "seed": ("seed-base", "seed-final")}
+PIPELINE_PRESETS = {"demo": ("demo-base", "demo-final"), "seed": ("seed-base", "seed-final"),
+                    # the 2nd place's recipe as both models (it has no base model of its own)
+                    "second-place": ("second-place", "second-place"),
+                    "second-place-demo": ("second-place-demo", "second-place-demo")}
 
 
 @dataclass
@@ -83,8 +86,9 @@ class Pipeline:
         self.out = Path(s.out)
         self.base_cfg, self.final_cfg = s.configs()
         # the final model without the score filter: its settings do not depend on min_score
-        self.control_cfg = (preset(PIPELINE_PRESETS[s.preset][1]).override(s.overrides + ["train_filter=length"])
-                            .with_charmap(s.charmap()))
+        unfiltered = preset(PIPELINE_PRESETS[s.preset][1]).override(s.overrides)
+        own_filter = "frames" if unfiltered.network == "ctc-attention" else "length"  # the family's own filter
+        self.control_cfg = unfiltered.override([f"train_filter={own_filter}"]).with_charmap(s.charmap())
         for cfg in (self.base_cfg, self.final_cfg, self.control_cfg):  # before any stage writes anything
             cfg.check()
         if s.folds < 0 or s.folds == 1:
@@ -221,7 +225,9 @@ class Pipeline:
 
         if not resume and self.prepared.exists():
             shutil.rmtree(self.prepared)
-        return prepare(self.s.data, self.prepared, workers=self.s.workers, characters=self.s.charmap())
+        landmarks = "all" if self.base_cfg.network == "ctc-attention" else "seed"
+        return prepare(self.s.data, self.prepared, workers=self.s.workers, characters=self.s.charmap(),
+                       landmarks=landmarks)
 
     def _train(self, cfg: Config, run: Path, resume: bool, scores: Path | None = None) -> dict:
         from aslfr.train import train

@@ -74,8 +74,8 @@ def write_report(p: PipelineRun) -> dict:
     from aslfr.baseline import baseline_score
     from aslfr.score import plot_histogram, read_score_table
     from aslfr.checkpoints import load_model
-    from aslfr.data.loader import Samples, passes_length_filter, select_samples
-    from aslfr.score import predict
+    from aslfr.data.loader import passes_length_filter, select_samples
+    from aslfr.score import model_samples, predictions
 
     ds = ShardDataset(p.prepared)
     planted_by_id = read_corruptions(Path(p.s.data))
@@ -107,8 +107,8 @@ def write_report(p: PipelineRun) -> dict:
         ckpt = p.out / name / "checkpoints" / "last.pt"
         if ckpt.is_file():
             model, cfg, stats = load_model(ckpt)
-            models[name] = _val_scores(predict(model, Samples(p.prepared, cfg, train=False, stats=stats), val), targets,
-                                       length_ok[val], clean_val)
+            texts = predictions(model, cfg, model_samples(p.prepared, cfg, stats), val)
+            models[name] = _val_scores(texts, targets, length_ok[val], clean_val)
     base_split = select_samples(ds, p.base_cfg, None)
     models["baseline (nearest template)"] = {
         "unfiltered": baseline_score(ds, base_split["train"], val)["baseline_val_score"]}

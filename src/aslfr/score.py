@@ -46,18 +46,41 @@ def score(checkpoint: str | Path, data: str | Path, out: str | Path, batch_size:
     if setting not in ("true", "false", "auto"):
         raise ValueError(f"--bf16 {setting}: expected true, false or auto")
     use_bf16 = bf16_enabled(setting, device)
-    samples = Samples(Path(data), cfg, train=False, stats=stats)  # normalised as in training
+    samples = model_samples(Path(data), cfg, stats)
     ds = samples.ds
     if ds.charmap != cfg.charmap:
         raise ValueError(f"{checkpoint}: its character map ({len(cfg.charmap)} characters) is not the one "
                          f"{data} was prepared with ({len(ds.charmap)}); score data prepared with the model's map")
     idx = np.arange(len(ds)) if indices is None else np.asarray(indices)
-    preds = predict(model, samples, idx, batch_size=batch_size, device=device, progress=progress, bf16=use_bf16)
+    preds = predictions(model, cfg, samples, idx, batch_size=batch_size, device=device, progress=progress,
+                        bf16=use_bf16)
     table = score_table(ds, idx, preds)
     write_table(out, table)
     plot_histogram(table["score"], histogram_path(out))
     return {"sequences": len(idx), "mean_score": float(np.mean(table["score"])) if len(idx) else float("nan"),
             "precision": "bf16 autocast" if use_bf16 else "float32"}
+
+
+def model_samples(data: Path, cfg, stats):  # noqa: ANN001, ANN201 - a Config; a Samples or JointSamples
+    """A model's view of a prepared directory, unaugmented: the seed's features normalised with
+    the checkpoint's statistics, or the 2nd place's per-sample features."""
+    if cfg.network == "ctc-attention":
+        from aslfr.joint_training import JointSamples
+
+        return JointSamples(Path(data), cfg, train=False)
+    return Samples(Path(data), cfg, train=False, stats=stats)  # normalised as in training
+
+
+def predictions(model: torch.nn.Module, cfg, samples, indices: np.ndarray, batch_size: int = 64,  # noqa: ANN001
+                device: str = "cpu", progress: bool = False, bf16: bool = False) -> list[str]:
+    """Any network family's texts for `indices` of `samples` (from `model_samples`): the seed's
+    batched greedy CTC, or the 2nd place's model decoded sequence by sequence with its own
+    `decoding` setting."""
+    if cfg.network == "ctc-attention":
+        from aslfr.joint_training import predict as decode_all
+
+        return decode_all([model], samples, indices, cfg, progress=progress, bf16=bf16)
+    return predict(model, samples, indices, batch_size=batch_size, device=device, progress=progress, bf16=bf16)
 
 
 @torch.no_grad()

@@ -43,7 +43,7 @@ from aslfr.metric import competition_score
 from aslfr.model import FingerspellingModel
 from aslfr.optim import Lookahead, RAdam, learning_rate
 from aslfr import joint_training as joint
-from aslfr.score import predict
+from aslfr.score import predictions
 
 
 # --------------------------------------------------------------------------------------------
@@ -51,10 +51,7 @@ from aslfr.score import predict
 # --------------------------------------------------------------------------------------------
 
 def validation_scores(model, samples, split: dict[str, np.ndarray], device: str, cfg: Config) -> dict[str, float]:  # noqa: ANN001
-    if cfg.network == "ctc-attention":
-        preds = joint.predict([model], samples, split["val"], cfg)
-    else:
-        preds = predict(model, samples, split["val"], device=device)
+    preds = predictions(model, cfg, samples, split["val"], device=device)
     targets = [samples.ds.phrases[i] for i in split["val"]]
     filtered = np.isin(split["val"], split["val_filtered"])
     return {"val_score": competition_score(preds, targets),
