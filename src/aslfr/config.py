@@ -262,9 +262,10 @@ PRESETS["second-place"] = Config(
     attention_dropout=0.2, bn_group=16, max_len=768, batch_size=128, epochs=400, lr=4e-3, warmup_epochs=40,
     bf16="true", train_filter="frames", val_fraction=0.2, eval_every=10, checkpoint_every=10,
     mask_padding=True, late_dropout=0.0, lookahead_alpha=1.0)
-# A member of the same design small enough to train on the synthetic data on 2 CPU cores: 96
-# wide, 5 layers (conv, transformer, the stride-2 conv, conv, transformer), kernel 9, the first
-# 320 frames (every synthetic sequence whole), batch 16, 30 epochs; AWP from epoch 15.
+# A member of the same design small enough to train on 2 CPU cores: 96 wide, 5 layers (conv,
+# transformer, the stride-2 conv, conv, transformer), conv expansion 2, kernel 9, the first 320
+# frames (every synthetic sequence whole), batch 16, 30 epochs; AWP from epoch 15. In the demo
+# preset's 10 minutes it does not yet learn the synthetic data (README, "The 2nd place's system").
 PRESETS["second-place-demo"] = dataclasses.replace(
     PRESETS["second-place"], dim=96, heads=4, expand=2, layers="CTDCT", kernel_sizes=(9,), max_len=320,
     batch_size=16, epochs=30, lr=3e-3, warmup_epochs=3, awp_start_epoch=15, bn_group=0, bf16="auto",
