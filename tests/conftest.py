@@ -9,7 +9,12 @@ import pytest
 
 # The matmul kernels' choices (aslfr.kernels) are cached per machine: the suite keeps its own,
 # shared by every process it starts, and leaves the user's alone.
-os.environ.setdefault("ASLFR_CACHE_DIR", tempfile.mkdtemp(prefix="aslfr-test-cache-"))
+if "ASLFR_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+
+    os.environ["ASLFR_CACHE_DIR"] = tempfile.mkdtemp(prefix="aslfr-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["ASLFR_CACHE_DIR"], True)  # removed when the suite ends
 
 from aslfr.data.prepare import prepare
 from aslfr.data.synthetic import synthesize

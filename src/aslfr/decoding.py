@@ -105,37 +105,42 @@ def _attention_greedy(encoded: list[_Encoded], sos: int, eos: int, steps: int, q
 
 class _PrefixScorer:
     """CTC prefix scores of one model's frames P [L, V] (log-probabilities) for every one-token
-    extension of the current prefix, as full-length state arrays over t = 0..L-1."""
+    extension of the current prefix, as full-length state arrays over t = 0..L-1, in float64.
+
+    The recursions over frames, r_n[t] = logaddexp(r_n[t-1], phi[t-1]) + P[t, c] and
+    r_b[t] = logaddexp(r_b[t-1], r_n[t-1]) + P[t, blank], are linear in the probabilities, so
+    each is a cumulative sum of P and a cumulative logsumexp: r_n[t] = A[t] + logcumsumexp(S)[t]
+    with A = cumsum(P[:, c]), S[0] = r_n[0] - A[0], S[j] = phi[j-1] - A[j-1] (and likewise r_b):
+    a few vector operations per step instead of a loop over the frames."""
 
     def __init__(self, P: torch.Tensor) -> None:
-        self.P = P
+        self.P = P.double()
         self.L = P.shape[0]
+        self.A = torch.cumsum(self.P, 0)                                       # [L, V]
+        self.B = self.A[:, 0]                                                  # the blank's
         # the prefix SOS alone: no token emitted, every frame so far a blank
-        self.rn = torch.full((self.L,), LOG_ZERO, dtype=P.dtype)
-        self.rb = torch.cumsum(P[:, 0], 0)
+        self.rn = torch.full((self.L,), -torch.inf, dtype=torch.float64)
+        self.rb = self.B.clone()
 
     def scores(self, k: int, last: int | None, eos: int, quirks: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(psi [V], and the extensions' new states rn, rb [L, V]) at step k (prefix of k
         tokens after SOS, `last` its last one)."""
-        P, L = self.P, self.L
+        P, A, B, L = self.P, self.A, self.B, self.L
         R = torch.logaddexp(self.rn, self.rb)                                  # [L]
         phi = R[:, None].expand(L, P.shape[1]).clone()                         # [L, V]
         if last is not None:
             phi[:, last] = self.rb
         if quirks and k >= 1:  # its arrays start at t = k: phi[k - 1] is gone
-            phi[k - 1] = LOG_ZERO
-        rn = torch.full((L, P.shape[1]), LOG_ZERO, dtype=P.dtype)
-        rb = torch.full((L, P.shape[1]), LOG_ZERO, dtype=P.dtype)
-        if k == 0:
-            rn[0] = P[0]
-        for t in range(1, L):
-            rn[t] = torch.logaddexp(rn[t - 1], phi[t - 1]) + P[t]
-            rb[t] = torch.logaddexp(rb[t - 1], rn[t - 1]) + P[t, 0]
+            phi[k - 1] = -torch.inf
+        first = P[0] - A[0] if k == 0 else torch.full_like(P[0], -torch.inf)  # r_n[0] - A[0]
+        rn = A + torch.logcumsumexp(torch.cat([first[None], phi[:-1] - A[:-1]], 0), 0)
+        shifted = torch.cat([torch.full_like(P[:1], -torch.inf), rn[:-1] - B[:-1, None]], 0)
+        rb = B[:, None] + torch.logcumsumexp(shifted, 0)
         terms = torch.cat([rn[:1], phi[:-1] + P[1:]], 0)                       # [L, V]
         psi = torch.logsumexp(terms, 0)
         psi[eos] = R[-1]
-        psi[0] = LOG_ZERO
-        return psi, rn, rb
+        psi[0] = -torch.inf
+        return psi.clamp(min=LOG_ZERO), rn, rb
 
     def advance(self, rn: torch.Tensor, rb: torch.Tensor, token: int) -> None:
         self.rn, self.rb = rn[:, token].clone(), rb[:, token].clone()
