@@ -247,7 +247,8 @@ def test_the_presets_are_the_2nd_places_network() -> None:
     assert build_model(preset("second-place-demo")).net.layers.count("D") == 1
 
 
-def test_all_landmarks_are_prepared_in_the_competitions_layout(synth_dir: Path, prepared_all: Path) -> None:
+def test_all_landmarks_are_prepared_in_the_competitions_layout(synth_dir: Path, prepared_all: Path,
+                                                               prepared_dir: Path) -> None:
     import pyarrow.parquet as pq
 
     from aslfr.data.shards import ShardDataset
@@ -260,7 +261,10 @@ def test_all_landmarks_are_prepared_in_the_competitions_layout(synth_dir: Path, 
     table = pq.read_table(path, filters=[("sequence_id", "==", sid)])
     rows = np.stack([table.column(c).to_numpy() for c in LANDMARK_COLUMNS], 1).astype(np.float32)  # [T, 1629]
     np.testing.assert_array_equal(ds.landmarks(i), rows.reshape(-1, 3, 543).transpose(0, 2, 1))
-    np.testing.assert_array_equal(ds.coords(i), ShardDataset(prepared_all).coords(i))  # the seed's view is kept
+    seed_only = ShardDataset(prepared_dir)  # the same data prepared with the seed's landmarks only
+    j = int(np.flatnonzero(seed_only.meta["sequence_id"] == sid)[0])
+    np.testing.assert_array_equal(ds.coords(i), seed_only.coords(j))  # the seed's view is the same
+    np.testing.assert_array_equal(np.load(prepared_all / "stats.npz")["mean"], np.load(prepared_dir / "stats.npz")["mean"])
 
 
 def test_a_seed_prepared_directory_is_refused_naming_the_option(prepared_dir: Path, tmp_path: Path, capsys) -> None:
@@ -310,11 +314,15 @@ def test_token_replacement_keeps_sos_and_replaces_a_fifth() -> None:
     from aslfr.augment_all import replace_tokens
 
     tokens = np.array([60, *range(1, 11), 0, 0])
-    for seed in range(20):
+    changed = []
+    for seed in range(50):
         out = replace_tokens(tokens, np.random.default_rng(seed), 0.2, 59, (0, 60, 61))
-        assert out[0] == 60 and (out[11:] == 0).all()
-        changed = np.flatnonzero(out[1:11] != tokens[1:11])
-        assert len(changed) <= 2 and ((out >= 0) & (out <= 60)).all()
+        assert out[0] == 60 and (out[11:] == 0).all()  # SOS and pad are never chosen
+        assert ((out[1:] >= 0) & (out[1:] <= 59)).all()  # replacements are pad or a character
+        changed.append(int((out[1:11] != tokens[1:11]).sum()))
+    # ceil(0.2 * 10) = 2 positions a sequence; a chosen one keeps its id with odds 1 in 60
+    assert max(changed) == 2 and sum(changed) >= 0.95 * 2 * 50
+    assert (replace_tokens(tokens, np.random.default_rng(0), 0.0, 59, (0, 60, 61)) == tokens).all()
 
 
 def test_the_one_cycle_schedule_and_what_awp_moves() -> None:
@@ -408,3 +416,15 @@ def test_the_default_decoders_emit_only_characters_then_eos(decoding_ref: dict, 
         assert all(1 <= t <= 61 for t in decode([models["a"]], features, "ctc"))
     empty = torch.zeros(0, 1629)
     assert decode([models["a"]], empty, "joint") == [60] and decode([models["a"]], empty, "ctc") == []
+
+
+def test_a_pipeline_switched_to_the_2nd_places_preset_prepares_again(synth_dir: Path, tmp_path: Path) -> None:
+    """The prepare stage's fingerprint names the landmarks it keeps: a run directory prepared for
+    the seed's presets is not reused for the 2nd place's (which needs every landmark)."""
+    from aslfr.pipeline import Pipeline, PipelineSettings
+
+    seed = Pipeline(PipelineSettings(synth_dir, tmp_path, preset="demo"))
+    second = Pipeline(PipelineSettings(synth_dir, tmp_path, preset="second-place-demo"))
+    assert (seed.landmarks, second.landmarks) == ("seed", "all")
+    assert seed.fingerprint("prepare") != second.fingerprint("prepare")
+    assert "landmarks" not in seed._settings("prepare")  # the seed's runs keep their fingerprints

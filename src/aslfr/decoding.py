@@ -49,14 +49,15 @@ class _Encoded:
 
     def __init__(self, model: CTCAttentionModel, features: torch.Tensor) -> None:
         self.model = model
-        memory, _, _ = model.encode(features[None])
-        self.memory = memory
+        self.device = next(model.parameters()).device
+        memory, _, _ = model.encode(features[None].to(self.device))
         self.cache = model.decoder.start(memory)
-        self.ctc = torch.log_softmax(model.ctc(memory)[0].float(), -1)       # [L, V]
+        # the search itself runs on the CPU: one token at a time, small vectors
+        self.ctc = torch.log_softmax(model.ctc(memory)[0].float(), -1).cpu()  # [L, V]
 
     def step(self, token: int, position: int) -> torch.Tensor:
-        logits, self.cache = self.model.decoder.step(torch.tensor([token]), position, self.cache)
-        return torch.log_softmax(logits[0].float(), -1)
+        logits, self.cache = self.model.decoder.step(torch.tensor([token], device=self.device), position, self.cache)
+        return torch.log_softmax(logits[0].float(), -1).cpu()
 
 
 def decode(models: list[CTCAttentionModel], features: torch.Tensor, decoding: str = "joint",

@@ -65,8 +65,7 @@ class JointSamples(PreparedSamples):
         self.root, self.cfg, self.train = Path(root), cfg, train
         self.charmap = cfg.charmap
         self._ds: ShardDataset | None = None
-        if not self.ds.all_landmarks:  # found now, not in a worker
-            self.ds.landmarks(0)
+        self.ds.require_all_landmarks()  # found now, not in a worker
 
     def __getitem__(self, item: tuple[int, int]) -> dict:
         epoch, i = item

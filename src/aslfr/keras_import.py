@@ -121,6 +121,21 @@ def _t(w: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(w)).float()
 
 
+#: a Keras BatchNormalization's weights -> ours
+_BN_WEIGHTS = (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
+               ("moving_variance", "running_var"))
+
+
+def _batch_norm(sd: dict[str, torch.Tensor], layer: Layer, prefix: str, width: int,
+                sources: dict[str, str] | None = None) -> None:
+    """A BatchNormalization layer's four weights into `sd` under `prefix`; with `sources`, where
+    each moving statistic came from in the file."""
+    for key, ours in _BN_WEIGHTS:
+        sd[f"{prefix}.{ours}"] = _t(layer.get(key, (width,)))
+        if sources is not None and key.startswith("moving"):
+            sources[f"{prefix}.{ours}"] = layer.paths[key]
+
+
 def keras_state_dict(path: Path, base: Config) -> tuple[Config, dict[str, torch.Tensor]]:
     """Read the h5 against the network's structure; returns the settings (width, stages,
     expansion, kernel sizes from the file; the rest from `base`) and a state dict for
@@ -137,9 +152,7 @@ def keras_state_dict(path: Path, base: Config) -> tuple[Config, dict[str, torch.
     sd["stem.weight"] = _linear(kernel)
 
     def bn(layer: Layer, prefix: str, width: int) -> None:
-        for key, ours in (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
-                          ("moving_variance", "running_var")):
-            sd[f"{prefix}.{ours}"] = _t(layer.get(key, (width,)))
+        _batch_norm(sd, layer, prefix, width)
 
     bn(cur.take(r"stem_bn", "the stem BatchNormalization"), "stem_bn", dim)
 
@@ -388,11 +401,7 @@ def second_place_state_dict(path: Path, layers: str) -> tuple[dict, dict[str, to
     sd["encoder.stem.weight"] = _linear(stem)
 
     def bn(layer: Layer, prefix: str, width: int) -> None:
-        for key, ours in (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
-                          ("moving_variance", "running_var")):
-            sd[f"{prefix}.{ours}"] = _t(layer.get(key, (width,)))
-            if key.startswith("moving"):
-                sources[f"{prefix}.{ours}"] = layer.paths[key]
+        _batch_norm(sd, layer, prefix, width, sources)
 
     ecas = [layer for layer in parts["encoder"] if re.fullmatch(r"eca(_\d+)?", layer.name)]
     norms = [layer for layer in parts["encoder"] if re.fullmatch(r"batch_normalization(_\d+)?", layer.name)]
@@ -435,9 +444,9 @@ def second_place_state_dict(path: Path, layers: str) -> tuple[dict, dict[str, to
             sd[f"{prefix}.attn.qkv.weight"] = _linear(mhsa.get("kernel", (dim, 3 * dim)))
             sd[f"{prefix}.attn.out.weight"] = _linear(mhsa.get("kernel_1", (dim, dim)))
             bn(take(enc, f"{m}bn2", f"transformer {m}'s second BatchNormalization"), f"{prefix}.bn2", dim)
-            fc1 = take(enc, f"{m}_fc1", f"transformer {m}'s first feed-forward Dense").get("kernel")
-            ffn = ffn or int(fc1.shape[-1])
-            sd[f"{prefix}.fc1.weight"] = _linear(take(enc, f"{m}_fc1", "").get("kernel", (dim, ffn)))
+            fc1 = take(enc, f"{m}_fc1", f"transformer {m}'s first feed-forward Dense")
+            ffn = ffn or int(fc1.get("kernel").shape[-1])
+            sd[f"{prefix}.fc1.weight"] = _linear(fc1.get("kernel", (dim, ffn)))
             sd[f"{prefix}.fc2.weight"] = _linear(take(enc, f"{m}_fc2", f"transformer {m}'s second feed-forward Dense")
                                                 .get("kernel", (ffn, dim)))
     bn(norms[0], "encoder.norm", dim)
@@ -470,8 +479,11 @@ def second_place_state_dict(path: Path, layers: str) -> tuple[dict, dict[str, to
             layer = dtake(f"{name}_{part}", f"decoder block {b}'s {part}")
             for key, ours in (("kernel", "q"), ("kernel_1", "k"), ("kernel_2", "v"), ("kernel_3", "out")):
                 sd[f"{prefix}.{part}.{ours}.weight"] = _linear(layer.get(key, (dim, dim)))
-        sd[f"{prefix}.fc1.weight"] = _linear(dtake(f"{name}_fc1", "").get("kernel", (dim, ffn)))
-        sd[f"{prefix}.fc2.weight"] = _linear(dtake(f"{name}_fc2", "").get("kernel", (ffn, dim)))
+        fc1 = dtake(f"{name}_fc1", f"decoder block {b}'s first feed-forward Dense")
+        ffn = ffn or int(fc1.get("kernel").shape[-1])  # (an encoder without transformer blocks)
+        sd[f"{prefix}.fc1.weight"] = _linear(fc1.get("kernel", (dim, ffn)))
+        sd[f"{prefix}.fc2.weight"] = _linear(dtake(f"{name}_fc2", f"decoder block {b}'s second feed-forward Dense")
+                                             .get("kernel", (ffn, dim)))
 
     ctc = parts["ctc_decoder"]
     names = [layer.name for layer in ctc]

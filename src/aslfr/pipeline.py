@@ -98,6 +98,11 @@ class Pipeline:
         self.records = self.out / "stages"
         self.fingerprints: dict[str, str] = {}
 
+    @property
+    def landmarks(self) -> str:
+        """Which landmarks the prepared data keeps: every one for the 2nd place's network."""
+        return "all" if self.base_cfg.network == "ctc-attention" else "seed"
+
     # ---- paths ----
     @property
     def prepared(self) -> Path:
@@ -114,8 +119,9 @@ class Pipeline:
 
     # ---- stage bookkeeping ----
     def _settings(self, stage: str) -> dict:
-        if stage == "prepare":
-            return {"data": _tree_signature(Path(self.s.data))}
+        if stage == "prepare":  # (the landmarks only where they are not the seed's: earlier runs stay valid)
+            return {"data": _tree_signature(Path(self.s.data)),
+                    **({"landmarks": self.landmarks} if self.landmarks != "seed" else {})}
         if stage == "base":
             return {"config": self.base_cfg.to_dict(), "folds": self.s.folds}
         if stage == "score":
@@ -225,9 +231,8 @@ class Pipeline:
 
         if not resume and self.prepared.exists():
             shutil.rmtree(self.prepared)
-        landmarks = "all" if self.base_cfg.network == "ctc-attention" else "seed"
         return prepare(self.s.data, self.prepared, workers=self.s.workers, characters=self.s.charmap(),
-                       landmarks=landmarks)
+                       landmarks=self.landmarks)
 
     def _train(self, cfg: Config, run: Path, resume: bool, scores: Path | None = None) -> dict:
         from aslfr.train import train

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from aslfr.data.kaggle import (DataError, SequenceInfo, check_landmark_schema, read_metadata,
                                read_sequence_blocks)
 from aslfr.data.moments import FeatureMoments, sequence_sums
-from aslfr.data.shards import METADATA_FIELDS, N_COLUMNS, to_blocks
+from aslfr.data.shards import METADATA_FIELDS, N_COLUMNS, prepared_options, to_blocks
 from aslfr.data.tfrecords import TFRecordError, file_id_of, read_seed_file
 from aslfr.files import save_npy, save_npz, write_json, write_table
 from aslfr.landmarks import LANDMARK_COLUMNS, SELECTED_COLUMNS
@@ -146,12 +146,8 @@ def _check_options(out: Path, options: dict) -> None:
     refused before anything is written, since it would rewrite metadata.parquet under the runs
     trained on it. A directory from before options.json tells them by its shards' sources."""
     path = out / "options.json"
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
-            raise DataError(f"{path}: unreadable; prepare into a new directory, or delete {out} to start over") from None
-    else:
+    old = prepared_options(out)
+    if old is None:
         markers = list((out / "shards").glob("*.done.json")) if (out / "shards").is_dir() else []
         sources = {json.loads(m.read_text()).get("input", {}).get("source") for m in markers}
         old = {"supplemental": "supplemental" in sources} if markers else None

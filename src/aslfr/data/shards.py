@@ -59,7 +59,8 @@ class ShardDataset:
         self.meta = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
         self.phrases: list[str] = table.column("phrase").to_pylist()
         self._maps: dict[int, np.ndarray] = {}
-        self.all_landmarks = _prepared_options(self.root).get("landmarks") == "all"
+        self._all_maps: dict[int, np.ndarray] = {}  # the all-landmark shards (`--landmarks all`)
+        self.all_landmarks = (prepared_options(self.root) or {}).get("landmarks") == "all"
         every = [f"shards/{f}.all.npy" for f in np.unique(self.meta["file_id"])] if self.all_landmarks else []
         for name in ["stats.npz"] + [f"shards/{f}.npy" for f in np.unique(self.meta["file_id"])] + every:
             if not (self.root / name).is_file():  # found now, not in a DataLoader worker mid-epoch
@@ -119,18 +120,21 @@ class ShardDataset:
             return np.ascontiguousarray(rows_to_coords(shard[start:start + n]))
         return block_coords(shard, start, n)
 
-    def landmarks(self, i: int) -> np.ndarray:
-        """[T, 543, 3] x, y, z of every landmark of sample i, NaN where not detected (a new array);
-        only in a directory prepared with `--landmarks all`."""
+    def require_all_landmarks(self) -> None:
+        """One line, where a network needs every landmark and the directory has only the seed's."""
         if not self.all_landmarks:
             raise ValueError(f"{self.root}: prepared with the seed's 100 landmarks only; this network reads all 543 "
                              f"(x, y, z): prepare with --landmarks all")
+
+    def landmarks(self, i: int) -> np.ndarray:
+        """[T, 543, 3] x, y, z of every landmark of sample i, NaN where not detected (a new array);
+        only in a directory prepared with `--landmarks all`."""
+        self.require_all_landmarks()
         fid, start, n = int(self.meta["file_id"][i]), int(self.meta["offset"][i]), int(self.meta["n_frames"][i])
-        key = -1 - fid
-        arr = self._maps.get(key)
+        arr = self._all_maps.get(fid)
         if arr is None:
             arr = np.load(self.root / "shards" / f"{fid}.all.npy", mmap_mode="r")
-            self._maps[key] = arr
+            self._all_maps[fid] = arr
         block = np.array(arr[start * N_ALL:(start + n) * N_ALL]).reshape(3, N_ALL // 3, n)
         return np.ascontiguousarray(block.transpose(2, 1, 0))
 
@@ -171,16 +175,22 @@ class ShardDataset:
         return mean, std
 
 
-def _prepared_options(root: Path) -> dict:
+def prepared_options(root: Path) -> dict | None:
+    """The options a directory was prepared with (`options.json`); None where it has none."""
     import json
 
     path = Path(root) / "options.json"
     if not path.is_file():
-        return {}
+        return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
-        raise ValueError(f"{path}: unreadable; run 'aslfr prepare' again into a new directory") from None
+        found = None
+    if not isinstance(found, dict):
+        from aslfr.data.kaggle import DataError
+
+        raise DataError(f"{path}: unreadable; prepare into a new directory, or delete {root} to start over")
+    return found
 
 
 def prepared_charmap(root: Path):  # noqa: ANN201 - a CharacterMap
