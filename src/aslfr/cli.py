@@ -32,6 +32,13 @@ def _prepare(a: argparse.Namespace) -> None:
                            characters=charmap, landmarks=a.landmarks)))
 
 
+def _serve(a: argparse.Namespace) -> None:
+    from aslfr.web import serve
+
+    a.ctrl_c_stops = True  # Ctrl-C is how a server is stopped: a clean end, not an interruption
+    serve(a.folder, a.port, a.host)
+
+
 def _info(a: argparse.Namespace) -> None:
     from aslfr.config import preset
     from aslfr.model import FingerspellingModel, count_parameters, flops_per_sequence
@@ -111,7 +118,8 @@ def _import_keras(a: argparse.Namespace) -> None:
 def _export(a: argparse.Namespace) -> None:
     from aslfr.export import export, main_sizes
 
-    result = export(a.checkpoint, a.out, max_frames=a.max_frames, fp16=a.fp16, tflite=not a.onnx_only, stats=a.stats)
+    result = export(a.checkpoint, a.out, max_frames=a.max_frames, fp16=a.fp16, tflite=not a.onnx_only, stats=a.stats,
+                    web=not a.no_web)
     print(f"exported to {a.out}: {main_sizes(result)}")
 
 
@@ -264,7 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true", help="submit the float16-weight TFLite (needed over 40 MB)")
     p.add_argument("--onnx-only", action="store_true", help="write model.onnx only (no converter environment)")
     p.add_argument("--stats", type=Path, help="stats.npz, for a checkpoint that does not carry its statistics")
+    p.add_argument("--no-web", action="store_true", help="do not write web/ (the browser's page and model)")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("serve", help="serve an export's web/ folder on localhost (the page runs the model in the browser)")
+    p.add_argument("folder", type=Path, help="the web/ folder that 'aslfr export' writes")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000; 0: any free port)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
+    p.set_defaults(func=_serve)
 
     p = sub.add_parser("evaluate", help="run a submission.zip the way Kaggle's evaluator does")
     p.add_argument("--submission", required=True, type=Path, help="a submission.zip (model.tflite + inference_args.json)")
@@ -383,8 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with interrupted:
             args.func(args)
-        if interrupted.seen:  # a Ctrl-C that something on the way caught and let pass: still a stop
-            raise KeyboardInterrupt
+        if interrupted.seen and not getattr(args, "ctrl_c_stops", False):
+            raise KeyboardInterrupt  # a Ctrl-C that something on the way caught and let pass: still a stop
     except (DataError, TrainingError, ExportError, MissingExtra, FileNotFoundError, ValueError) as e:
         _end_progress_bars()
         print(f"aslfr {args.command}: error: {e}", file=sys.stderr)

@@ -102,15 +102,17 @@ def write_submission(tflite: Path, out: Path, charmap: CharacterMap = COMPETITIO
     return zpath
 
 
-#: what an export writes into its folder (export.json last)
+#: what an export writes into its folder (export.json last), and its site folder for the browser
 EXPORT_FILES = ("model.onnx", *(f"model_{v}.tflite" for v in TFLITE_VARIANTS), "model.tflite",
                 "inference_args.json", "submission.zip")
+WEB_DIR = "web"
 
 
 def export(checkpoint: str | Path, out: str | Path, max_frames: int | None = 320, fp16: bool = False,
-           tflite: bool = True, stats: str | Path | None = None, log=print) -> dict:
+           tflite: bool = True, stats: str | Path | None = None, web: bool = True, log=print) -> dict:
     """Write model.onnx, model_{float32,float16,int8}.tflite, model.tflite (the submitted variant),
-    inference_args.json and submission.zip; returns the files and their sizes.
+    inference_args.json, submission.zip and web/ (the browser's site folder, aslfr.web); returns
+    the files and their sizes.
 
     Everything is built in a hidden folder inside `out` and moved into place only when all of it
     is written, with `export.json` last; files of an earlier export that this one does not write
@@ -127,6 +129,17 @@ def export(checkpoint: str | Path, out: str | Path, max_frames: int | None = 320
         t0 = time.time()
         export_onnx(module, stage / "model.onnx", charmap=cfg.charmap)
         log(f"wrote {out / 'model.onnx'} in {time.time() - t0:.1f} s")
+        if web:
+            from aslfr import web as site
+
+            if site.vendor_available():
+                site.write_site(stage / WEB_DIR, stage / "model.onnx",
+                                site.model_info(SELECTED_COLUMNS, cfg.charmap, module.max_frames))
+                result["web"] = {"files": sum(1 for p in (stage / WEB_DIR).rglob("*") if p.is_file()),
+                                 "bytes": site.site_size(stage / WEB_DIR)}
+                log(f"wrote {out / WEB_DIR}/ (the browser's page and model: aslfr serve {out / WEB_DIR})")
+            else:
+                log(f"warning: {out / WEB_DIR}/ not written: {site.INSTALL_HINT}")
         if tflite:
             t0 = time.time()
             variants = convert_tflite(stage / "model.onnx", stage)
@@ -139,6 +152,8 @@ def export(checkpoint: str | Path, out: str | Path, max_frames: int | None = 320
             if size > KAGGLE_SIZE_LIMIT:
                 log(f"warning: model.tflite is {size / 2**20:.1f} MiB, over Kaggle's 40 MB limit; export with --fp16")
         written = [name for name in EXPORT_FILES if (stage / name).is_file()]
+        if (stage / WEB_DIR).is_dir():
+            written.append(WEB_DIR)
         for name in written:
             if name.endswith((".onnx", ".tflite", ".zip")):
                 result["files"][name] = (stage / name).stat().st_size
@@ -158,6 +173,10 @@ def _publish(stage: Path, out: Path, written: list[str]) -> None:
         for name in EXPORT_FILES:
             if name not in written:
                 (out / name).unlink(missing_ok=True)
+        if (out / WEB_DIR).is_dir():  # an earlier export's site: replaced whole, or removed
+            old = out / f".{WEB_DIR}.old-{os.getpid()}"
+            os.replace(out / WEB_DIR, old)
+            shutil.rmtree(old, ignore_errors=True)
         for name in written:
             target = out / name
             try:
