@@ -29,7 +29,7 @@ PARTS.reduce((s, [part, n]) => { START[part] = s; return s + n; }, 0);
 /** What the page did, for whoever watches it (its tests among them). */
 const state = window.aslfrPage = {
   ready: null, recognizer: null, holistic: null, running: false, source: null,
-  holisticFrames: 0, holisticMs: [], frames: 0, partial: "", phrases: [], errors: [], rowOfImage,
+  holisticFrames: 0, holisticMs: [], frames: 0, partial: "", phrases: [], errors: [], rowOfImage, landmarksOf,
 };
 
 function status(text, error = false) {
