@@ -240,7 +240,8 @@ def test_an_export_into_an_earlier_one_leaves_only_its_own_files(exported: Path,
     result = export(trained_run / "checkpoints" / "last.pt", out, max_frames=48, tflite=False, log=lambda *_: None)
     assert sorted(result["files"]) == ["model.onnx"]
     assert json.loads((out / "export.json").read_text())["files"] == result["files"]
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx", "notes.txt", "web"]
+    assert (out / "web" / "model.onnx").read_bytes() == (out / "model.onnx").read_bytes()  # its own site
 
 
 def test_an_export_that_cannot_finish_is_one_line_and_leaves_no_export_json(trained_run: Path, tmp_path: Path,

@@ -41,6 +41,10 @@ def test_landmarks_finds_a_person_in_a_shipped_photo(shipped_photo: Path, tmp_pa
     assert main(["landmarks", str(shipped_photo), "--out", str(out), "--sequence-id", "7"]) == 0
     cols = _check_layout(out)
     assert cols["sequence_id"].tolist() == [7] and cols["frame"].tolist() == [0]
+    # pandas' metadata names every column (pd.read_parquet rebuilds sequence_id as the index from it)
+    meta = pq.read_schema(out).pandas_metadata
+    assert meta["index_columns"] == ["sequence_id"]
+    assert [c["name"] for c in meta["columns"]] == ["sequence_id", "frame", *LANDMARK_COLUMNS]
     face = np.array([cols[c][0] for c in LANDMARK_COLUMNS if "_face_" in c])
     pose = np.array([cols[c][0] for c in LANDMARK_COLUMNS if "_pose_" in c])
     assert np.isfinite(face).all() or np.isfinite(pose).all()

@@ -285,25 +285,34 @@ def write_y4m(path: Path, picture: Path, frames: int = 30) -> Path:
 
 
 @needs_video
-def test_the_camera_path_runs_holistic_on_the_fake_camera_s_frames(exported: Path, tmp_path: Path) -> None:
+def test_the_camera_and_a_video_file_run_holistic_in_the_page(exported: Path, tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
     clip = write_y4m(tmp_path / "clip.y4m", _photo())
+    video = tmp_path / "clip.webm"  # VP8, which Chromium plays: three frames of the photo
+    iio.imwrite(video, np.stack([iio.imread(_photo())[..., :3]] * 3), fps=30, codec="libvpx")
     flags = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
              f"--use-file-for-fake-video-capture={clip}"]
     with browser.Browser(exported / "web", args=flags, timeout_s=240) as b:
         page = open_page(b)
         page.click("#camera")
         page.wait_for_function("() => window.aslfrPage.holisticFrames >= 2")
-        page.wait_for_function("() => document.getElementById('f-landmarks').textContent.includes('frames/s')")
+        page.click("#stop")
+        page.wait_for_function("() => !window.aslfrPage.running")
         seen = page.evaluate("() => ({ frames: window.aslfrPage.frames, errors: window.aslfrPage.errors, "
                              "source: window.aslfrPage.source, landmarks: document.getElementById('f-landmarks').textContent })")
         path = SCREENSHOT if os.environ.get("ASLFR_UPDATE_SCREENSHOT") else tmp_path / "page.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(path))
-        page.click("#stop")
-        page.wait_for_function("() => !window.aslfrPage.running")
+        page.screenshot(path=str(path))  # the camera's last frame, its landmarks drawn over it
+        # a video file opened on the page: every frame through Holistic, at 30 frames/s of video
+        page.set_input_files("#open", str(video))
+        page.wait_for_function("() => window.aslfrPage.source === 'clip.webm' && !window.aslfrPage.running")
+        played = page.evaluate("() => ({ frames: window.aslfrPage.frames, errors: window.aslfrPage.errors, "
+                               "status: document.getElementById('status').textContent })")
         assert b.blocked == [] and b.console_errors == []
     assert seen["source"] == "camera" and seen["frames"] >= 1 and seen["errors"] == []
     assert "MediaPipe Holistic" in seen["landmarks"]
+    assert played == {"frames": 3, "errors": [], "status": "clip.webm: done, 3 frames"}
 
 
 def _serve(folder: Path, *args: str) -> subprocess.Popen:

@@ -121,9 +121,16 @@ def run(src: Path, out: Path, sequence_id: int, progress: bool = True) -> int:
     for k, name in enumerate(LANDMARK_COLUMNS):
         columns[name] = pa.array(values[:, k])
     table = pa.table(columns)
-    table = table.replace_schema_metadata({b"pandas": (
-        b'{"index_columns": ["sequence_id"], "column_indexes": [], "columns": [], "creator": {"library": "aslfr"}, '
-        b'"pandas_version": "2.0.0"}')})
+    # pandas' metadata names every column, as the competition's files do: pd.read_parquet then
+    # gives sequence_id as the index (with "columns": [] it cannot rebuild the index and fails)
+    import json
+
+    types = {"sequence_id": "int64", "frame": "int16"}
+    meta = {"index_columns": ["sequence_id"], "column_indexes": [],
+            "columns": [{"name": n, "field_name": n, "pandas_type": types.get(n, "float32"),
+                         "numpy_type": types.get(n, "float32"), "metadata": None} for n in columns],
+            "creator": {"library": "aslfr"}, "pandas_version": "2.0.0"}
+    table = table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:
