@@ -31,7 +31,8 @@ SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "web-page.png"
 
 
 def to_page(frames: np.ndarray) -> dict:
-    """Frames for page.evaluate: float32 bytes in base64 (a list of 1,629-value lists with NaN
+    """Frames for page.evaluate (float32 in both runtimes: the parity tests compare decoded
+    strings exactly, there is no bf16 here): float32 bytes in base64 (a list of 1,629-value lists with NaN
     takes Playwright half a minute to pass)."""
     frames = np.ascontiguousarray(frames, np.float32)
     return {"b64": base64.b64encode(frames.tobytes()).decode(), "shape": list(frames.shape)}
@@ -326,23 +327,11 @@ def test_aslfr_serve_serves_the_export_s_folder_isolated_and_stops_on_ctrl_c(exp
         line = proc.stdout.readline()
         assert line.startswith(f"serving {exported / 'web'} at http://127.0.0.1:"), line
         url = line.split(" at ")[1].split()[0]
-        from playwright.sync_api import sync_playwright
-
-        blocked, errors = [], []
-        with sync_playwright() as pw:
-            chromium = pw.chromium.launch(executable_path=str(browser.chromium_path()), args=browser.CHROMIUM_FLAGS,
-                                          ignore_default_args=["--headless"])
-            page = chromium.new_page()
-            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(url)
-                       else (blocked.append(route.request.url), route.abort())[1])
-            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url)
-            assert page.evaluate("() => window.aslfrPage.ready") is True
+        with browser.Browser(None, url=url) as b:  # the page from the real server, outside requests blocked
+            page = open_page(b)
             assert page.evaluate("() => crossOriginIsolated") is True   # COOP/COEP: threads may be used
             page.wait_for_function("() => document.getElementById('status').textContent === 'ready'")
-            chromium.close()
-        assert blocked == [] and errors == []
+            assert b.blocked == [] and b.console_errors == []
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
@@ -354,8 +343,13 @@ def test_aslfr_serve_refuses_a_bad_folder_or_model_in_one_line(exported: Path, t
     site = tmp_path / "site"
     shutil.copytree(exported / "web", site)
     (site / "model.onnx").write_bytes(b"not a model")
+    other = tmp_path / "other"
+    shutil.copytree(exported / "web", other)
+    info = json.loads((other / "model.json").read_text())
+    info["character_to_prediction_index"] = {"a": 0, "b": 1}
+    (other / "model.json").write_text(json.dumps(info))
     cases = [(tmp_path / "nowhere", "nowhere: not found"), (exported, "no index.html in it"),
-             (site, "model.onnx: not a loadable ONNX model")]
+             (site, "model.onnx: not a loadable ONNX model"), (other, "are not those of the model.onnx beside it")]
     for folder, says in cases:
         run = subprocess.run([sys.executable, "-m", "aslfr", "serve", str(folder), "--port", "0"],
                              capture_output=True, text=True, timeout=60)

@@ -46,8 +46,12 @@ def available() -> str | None:
 
 
 class Browser:
-    def __init__(self, folder: Path, args: list[str] | None = None, timeout_s: float = 120, check: bool = True) -> None:
-        self.folder, self.args, self.timeout_ms, self.check = Path(folder), list(args or []), timeout_s * 1e3, check
+    def __init__(self, folder: Path | None, args: list[str] | None = None, timeout_s: float = 120, check: bool = True,
+                 url: str | None = None) -> None:
+        """`folder`: served here on a free port; or None and `url`: a server already running."""
+        self.folder, self.args, self.timeout_ms, self.check = folder, list(args or []), timeout_s * 1e3, check
+        self.origin = url.rstrip("/") if url else None
+        self.server = None
         self.blocked: list[str] = []
         self.console_errors: list[str] = []
         self.console: list[str] = []
@@ -57,10 +61,10 @@ class Browser:
 
         from aslfr.web import make_server
 
-        self.server = make_server(self.folder, 0, check=self.check)
-        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self._thread.start()
+        if self.origin is None:
+            self.server = make_server(Path(self.folder), 0, check=self.check)
+            self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+            threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
         self._profile = tempfile.mkdtemp(prefix="aslfr-chromium-")
         self._pw = sync_playwright().start()
         self.context = self._pw.chromium.launch_persistent_context(
@@ -96,8 +100,9 @@ class Browser:
             self.context.close()
             self._pw.stop()
         finally:
-            self.server.shutdown()
-            self.server.server_close()
+            if self.server is not None:
+                self.server.shutdown()
+                self.server.server_close()
             shutil.rmtree(self._profile, ignore_errors=True)
 
 

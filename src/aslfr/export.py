@@ -135,8 +135,7 @@ def export(checkpoint: str | Path, out: str | Path, max_frames: int | None = 320
             if site.vendor_available():
                 site.write_site(stage / WEB_DIR, stage / "model.onnx",
                                 site.model_info(SELECTED_COLUMNS, cfg.charmap, module.max_frames))
-                result["web"] = {"files": sum(1 for p in (stage / WEB_DIR).rglob("*") if p.is_file()),
-                                 "bytes": site.site_size(stage / WEB_DIR)}
+                result["web"] = site.site_summary(stage / WEB_DIR)
                 log(f"wrote {out / WEB_DIR}/ (the browser's page and model: aslfr serve {out / WEB_DIR})")
             else:
                 log(f"warning: {out / WEB_DIR}/ not written: {site.INSTALL_HINT}")

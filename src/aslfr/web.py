@@ -82,8 +82,10 @@ def write_site(out: Path, onnx_model: Path, info: dict) -> Path:
     return out
 
 
-def site_size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+def site_summary(folder: Path) -> dict:
+    """The files of a site folder and their bytes (export.json's `web`)."""
+    sizes = [p.stat().st_size for p in folder.rglob("*") if p.is_file()]
+    return {"files": len(sizes), "bytes": sum(sizes)}
 
 
 def check_site(folder: Path) -> dict:
@@ -101,20 +103,14 @@ def check_site(folder: Path) -> dict:
         raise ValueError(f"{folder / MODEL_INFO}: not valid JSON ({e})") from None
     if not isinstance(info, dict) or not isinstance(info.get("columns"), list):
         raise ValueError(f"{folder / MODEL_INFO}: no list of column names (\"columns\")")
-    CharacterMap.from_mapping(info.get("character_to_prediction_index"),
-                              f"{folder / MODEL_INFO}: character_to_prediction_index")
-    import onnxruntime as ort
+    charmap = CharacterMap.from_mapping(info.get("character_to_prediction_index"),
+                                        f"{folder / MODEL_INFO}: character_to_prediction_index")
+    from aslfr.recognizer import ExportedModel
 
-    from aslfr.messages import first_line
-
-    try:
-        session = ort.InferenceSession(str(folder / "model.onnx"))
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own classes
-        raise ValueError(f"{folder / 'model.onnx'}: not a loadable ONNX model ({first_line(e)})") from None
-    inp = session.get_inputs()[0]
-    if inp.name != "inputs" or inp.shape[-1] != len(info["columns"]):
-        raise ValueError(f"{folder / 'model.onnx'}: expected an input 'inputs' of [T, {len(info['columns'])}] "
-                         f"(model.json's columns); the model has {inp.name!r} {inp.shape}")
+    model = ExportedModel(folder / "model.onnx")  # loads it, checks its input, reads its own map
+    if info["columns"] != list(model.columns) or charmap != model.charmap:
+        raise ValueError(f"{folder / MODEL_INFO}: its columns or character map are not those of the model.onnx "
+                         f"beside it (a model.json of another export?)")
     return info
 
 
@@ -165,4 +161,4 @@ def serve(folder: Path, port: int = 8000, host: str = "127.0.0.1", out=sys.stdou
         server.server_close()
 
 
-__all__ = ["check_site", "make_server", "model_info", "serve", "site_size", "vendor_available", "write_site"]
+__all__ = ["check_site", "make_server", "model_info", "serve", "site_summary", "vendor_available", "write_site"]

@@ -133,7 +133,6 @@ export class Recognizer {
       throw new Error(`${source}: its columns include no hand landmark: phrases cannot be segmented`);
     const full = new Map(LANDMARK_COLUMNS.map((c, i) => [c, i]));
     this.fromFull = columns.every((c) => full.has(c)) ? Int32Array.from(columns, (c) => full.get(c)) : null;
-    this.lastMs = null;
   }
 
   /** One frame of 1,629 values (Kaggle's columns) or of the model's columns -> the model's columns. */
@@ -157,10 +156,8 @@ export class Recognizer {
     const width = this.columns.length;
     const data = new Float32Array(rows.length * width);
     rows.forEach((r, t) => data.set(r, t * width));
-    const t0 = performance.now();
     const out = await this.session.run({ inputs: new ort.Tensor("float32", data, [rows.length, width]) });
     const y = out[this.session.outputNames[0]];
-    this.lastMs = performance.now() - t0;
     const [len, classes] = y.dims;
     if (classes !== this.charmap.nClasses)
       throw new Error(`${this.source}: the model gives ${classes} classes, its character map ` +
