@@ -69,7 +69,23 @@ def preprocess(frames: torch.Tensor, max_len: int = 768, tf_sums: bool = False) 
     then landmark order, as TensorFlow's reductions did in the 2nd place's own pipeline (over
     768 frames that moves the std by about 2e-5 relative, and its logits by up to 7e-3: enough
     to change a decision its fixtures pin). The default sums accurately."""
-    x = frames[~torch.isnan(frames).all(-1).all(-1)]
+    return _flip_and_normalise(frames[~torch.isnan(frames).all(-1).all(-1)], max_len, tf_sums)
+
+
+def preprocess_padded(frames: torch.Tensor, max_len: int = 768) -> tuple[torch.Tensor, torch.Tensor]:
+    """`preprocess` with no data-dependent shape, for the on-device graph: raw [T, 543, 3] ->
+    (features [min(T, max_len), 1629], n): the kept frames first, in order (a stable sort on
+    whether a frame is all NaN), then zeros; n = how many of them are features (at most
+    max_len). The all-NaN frames left in change nothing else: each adds the same count of NaN to
+    both hands, and none to the statistics; rows [:n] equal `preprocess(frames, max_len)`."""
+    t = frames.shape[0]
+    dropped = torch.isnan(frames).all(-1).all(-1)
+    order = torch.argsort(dropped.to(torch.float32) * t + torch.arange(t, dtype=torch.float32))
+    n = torch.clamp((~dropped).sum(), max=max_len)
+    return _flip_and_normalise(frames[order], max_len, False), n
+
+
+def _flip_and_normalise(x: torch.Tensor, max_len: int, tf_sums: bool) -> torch.Tensor:
     nan = torch.isnan(x)
     left = nan[:, LEFT_HAND].sum()
     right = nan[:, RIGHT_HAND].sum()
@@ -119,6 +135,8 @@ class CTCAttentionNet:
     def check(self) -> "CTCAttentionNet":
         if set(self.layers) - set("CTD") or not self.layers:
             raise ValueError(f"layers={self.layers!r}: expected a string of C, T and D")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size={self.kernel_size}: expected an odd size (a centred conv)")
         if self.dim % self.heads:
             raise ValueError(f"heads={self.heads}: the width {self.dim} must split evenly over the heads")
         return self
@@ -134,7 +152,14 @@ class SameDepthwiseConv(nn.Module):
         self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, C] -> [B, ceil(T / stride), C]
+    #: set by the on-device model: with a mask, a stride-2 conv pads each sequence as SAME does
+    #: for its own valid length (the parity of that length decides), not for the padded length
+    pad_by_length = False
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, T, C] -> [B, ceil(T / stride), C]."""
+        if self.stride == 2 and self.pad_by_length and mask is not None:
+            return self._by_length(x, mask.sum(1))
         n = x.shape[1]
         out = -(-n // self.stride)
         total = max((out - 1) * self.stride + self.kernel_size - n, 0)
@@ -142,6 +167,18 @@ class SameDepthwiseConv(nn.Module):
         w = self.weight[:, :, None]
         y = F.conv2d(h, w, stride=(1, self.stride), groups=w.shape[0])
         return y.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[2])
+
+    def _by_length(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Stride 2 over padded sequences of `lengths` valid steps (zeros after them): SAME pads
+        k//2 - 1 on the left of an even length and k//2 of an odd one, so output j is the
+        centred stride-1 conv at 2j + 1 or 2j."""
+        k = self.kernel_size
+        h = F.pad(x, (0, 0, k // 2, k // 2))[:, None].permute(0, 3, 1, 2)
+        z = F.conv2d(h, self.weight[:, :, None], groups=self.weight.shape[0]).permute(0, 2, 3, 1)[:, 0]  # [B, T, C]
+        t = x.shape[1]
+        j = torch.arange((t + 1) // 2, device=x.device)
+        index = torch.clamp(2 * j[None] + (1 - lengths % 2)[:, None], max=t - 1)
+        return z.gather(1, index[..., None].expand(-1, -1, z.shape[2]))
 
 
 class ConvBlock(nn.Module):
@@ -161,7 +198,7 @@ class ConvBlock(nn.Module):
         h = F.silu(self.expand(self.pre_bn(x, mask)))
         if mask is not None:  # padded steps are zero where the conv reads them
             h = h * mask[..., None].to(h.dtype)
-        h = self.depthwise(h)
+        h = self.depthwise(h, mask)
         out_mask = mask[:, ::self.stride] if mask is not None else None
         h = self.project(self.eca(self.bn(h, out_mask), out_mask))
         if self.stride != 1:
@@ -286,16 +323,19 @@ class DecoderBlock(nn.Module):
         x = x + self.cross_attn.attend(self.bn2(x, token_mask), *memory_kv, cross)
         return x + self.fc2(F.silu(self.fc1(self.bn3(x, token_mask))))
 
-    def step(self, x: torch.Tensor, cache: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def step(self, x: torch.Tensor, cache: list[torch.Tensor],
+             memory_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One new position [B, 1, dim] against the cached keys and values of the earlier ones
-        and the encoder's (`cache` = [self k, self v, cross k, cross v]); no mask: decoding runs
-        on one unpadded sequence, as the 2nd place's decoder does."""
+        and the encoder's (`cache` = [self k, self v, cross k, cross v]); no self-attention mask:
+        decoding runs on one sequence, as the 2nd place's decoder does; `memory_mask` [B, L]:
+        the encoder steps it may read (the on-device model's padded buffer), None: all."""
         sk, sv, ck, cv = cache
         h = self.bn1(x)
         k, v = self.self_attn.keys(h)
         sk, sv = torch.cat([sk, k], 2), torch.cat([sv, v], 2)
         x = x + self.self_attn.attend(h, sk, sv)
-        x = x + self.cross_attn.attend(self.bn2(x), ck, cv)
+        cross = memory_mask[:, None, None, :] if memory_mask is not None else None
+        x = x + self.cross_attn.attend(self.bn2(x), ck, cv, cross)
         return x + self.fc2(F.silu(self.fc1(self.bn3(x)))), [sk, sv, ck, cv]
 
 
@@ -325,13 +365,13 @@ class AttentionDecoder(nn.Module):
         empty = memory.new_zeros(b, heads, 0, memory.shape[2] // heads)
         return [[empty, empty, *block.cross_attn.keys(memory)] for block in self.blocks]
 
-    def step(self, tokens: torch.Tensor, position: int,
-             cache: list[list[torch.Tensor]]) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+    def step(self, tokens: torch.Tensor, position: int, cache: list[list[torch.Tensor]],
+             memory_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
         """Token ids [B] at `position` -> logits [B, vocab] and the cache with this position in."""
         x = (self.token(tokens) + self.position.weight[position])[:, None]
         new = []
         for block, c in zip(self.blocks, cache):
-            x, c = block.step(x, c)
+            x, c = block.step(x, c, memory_mask)
             new.append(c)
         return self.classifier(x)[:, 0], new
 

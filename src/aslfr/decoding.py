@@ -104,44 +104,97 @@ def _attention_greedy(encoded: list[_Encoded], sos: int, eos: int, steps: int, q
     return ids
 
 
-class _PrefixScorer:
-    """CTC prefix scores of one model's frames P [L, V] (log-probabilities) for every one-token
-    extension of the current prefix, as full-length state arrays over t = 0..L-1, in float64.
+#: log 0 inside the prefix recursions: finite, so that no -inf - -inf (NaN) can appear, and far
+#: below any log-probability of a real alignment (it absorbs them in float32 and float64 alike)
+NEG = -1e30
 
-    The recursions over frames, r_n[t] = logaddexp(r_n[t-1], phi[t-1]) + P[t, c] and
+
+def logaddexp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log(exp a + exp b), stable (the exporter's own form is log(exp a + exp b), which loses
+    every value below about -100 in float32)."""
+    return torch.maximum(a, b) + torch.log1p(torch.exp(-(a - b).abs()))
+
+
+def logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """log sum exp along `dim`, shifted by the maximum (stable, and the same graph in every runtime)."""
+    m = x.amax(dim, keepdim=True)
+    return (m + torch.log(torch.exp(x - m).sum(dim, keepdim=True))).squeeze(dim)
+
+
+def logcumsumexp_blocked(x: torch.Tensor, block: int = 16) -> torch.Tensor:
+    """torch.logcumsumexp along dim 0 of [L, V] from plain ops (the exporter's form shifts by one
+    global maximum, which underflows over the thousands of nats a prefix recursion spans):
+    exact logsumexps within blocks of `block` steps over a lower-triangular mask, then over the
+    blocks before each: O(L * block + (L / block)^2) per column, no loop."""
+    length, v = x.shape
+    padded = (length + block - 1) // block * block
+    xb = torch.cat([x, x.new_full((padded - length, v), NEG)], 0).reshape(-1, block, v)   # [nb, block, V]
+    within = torch.ones(block, block, dtype=torch.bool, device=x.device).tril()
+    w = logsumexp(torch.where(within[None, :, :, None], xb[:, None], NEG), 2)              # [nb, block, V]
+    nb = torch.arange(xb.shape[0], device=x.device)
+    before = nb[None, :] < nb[:, None]                                                    # [nb, nb']
+    carry = logsumexp(torch.where(before[..., None], w[None, :, -1], NEG), 1)             # [nb, V]
+    return logaddexp(carry[:, None], w).reshape(-1, v)[:length]
+
+
+def prefix_extend(P: torch.Tensor, A: torch.Tensor, rn: torch.Tensor, rb: torch.Tensor, last: torch.Tensor,
+                  first: bool, lcse=torch.logcumsumexp, drop_frame: int | None = None):
+    """One step of CTC prefix scoring (Watanabe et al.) for every one-token extension c of a
+    prefix g, as full-length state arrays over frames t = 0..L-1; the one implementation behind
+    the Python decoder (float64) and the on-device graph (float32, `logcumsumexp_blocked`).
+
+    P: frame log-probabilities [L, V] (blank 0), A = cumsum(P, 0); rn, rb [L]: g's states (its
+    probability up to t ending in a non-blank, in a blank); last [V] bool: g's last token (all
+    False for SOS alone); first: g is SOS alone. The recursions over frames,
+    r_n[t] = logaddexp(r_n[t-1], phi[t-1]) + P[t, c] and
     r_b[t] = logaddexp(r_b[t-1], r_n[t-1]) + P[t, blank], are linear in the probabilities, so
-    each is a cumulative sum of P and a cumulative logsumexp: r_n[t] = A[t] + logcumsumexp(S)[t]
-    with A = cumsum(P[:, c]), S[0] = r_n[0] - A[0], S[j] = phi[j-1] - A[j-1] (and likewise r_b):
-    a few vector operations per step instead of a loop over the frames."""
+    each is a cumulative sum of P and a cumulative logsumexp: r_n[t] = A[t] + lcse(S)[t] with
+    S[0] = r_n[0] - A[0], S[j] = phi[j-1] - A[j-1] (and likewise r_b).
+    `drop_frame`: phi at that frame left out (the 2nd place's shrinking arrays).
+
+    Returns (terms [L, V], whose logsumexp over t is psi(g + c); R [L] = g's total up to t;
+    the extensions' states rn', rb' [L, V])."""
+    B = A[:, :1]
+    R = logaddexp(rn, rb)                                                               # [L]
+    phi = torch.where(last[None, :], rb[:, None], R[:, None])                          # [L, V]
+    if drop_frame is not None:
+        phi = torch.cat([phi[:drop_frame], torch.full_like(phi[:1], NEG), phi[drop_frame + 1:]], 0)
+    start = P[:1] - A[:1] if first else torch.full_like(P[:1], NEG)
+    rn2 = A + lcse(torch.cat([start, phi[:-1] - A[:-1]], 0), 0)
+    rb2 = B + lcse(torch.cat([torch.full_like(P[:1], NEG), rn2[:-1] - B[:-1]], 0), 0)
+    terms = torch.cat([rn2[:1], phi[:-1] + P[1:]], 0)
+    return terms, R, rn2, rb2
+
+
+def prefix_psi(terms: torch.Tensor, total: torch.Tensor, eos: int) -> torch.Tensor:
+    """psi [V] from `prefix_extend`'s terms: EOS scores g itself (`total`: R at the last frame),
+    pad/blank is never an extension; clamped at float32's lowest, the 2nd place's log 0."""
+    psi = logsumexp(terms, 0)
+    ids = torch.arange(psi.shape[0], device=psi.device)
+    psi = torch.where(ids == eos, total, psi)
+    return torch.where(ids == 0, LOG_ZERO, psi.clamp(min=LOG_ZERO))
+
+
+class _PrefixScorer:
+    """CTC prefix scores of one model's frames P [L, V] (log-probabilities) in float64."""
 
     def __init__(self, P: torch.Tensor) -> None:
         self.P = P.double()
-        self.L = P.shape[0]
         self.A = torch.cumsum(self.P, 0)                                       # [L, V]
-        self.B = self.A[:, 0]                                                  # the blank's
         # the prefix SOS alone: no token emitted, every frame so far a blank
-        self.rn = torch.full((self.L,), -torch.inf, dtype=torch.float64)
-        self.rb = self.B.clone()
+        self.rn = torch.full((P.shape[0],), NEG, dtype=torch.float64)
+        self.rb = self.A[:, 0].clone()
 
     def scores(self, k: int, last: int | None, eos: int, quirks: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(psi [V], and the extensions' new states rn, rb [L, V]) at step k (prefix of k
         tokens after SOS, `last` its last one)."""
-        P, A, B, L = self.P, self.A, self.B, self.L
-        R = torch.logaddexp(self.rn, self.rb)                                  # [L]
-        phi = R[:, None].expand(L, P.shape[1]).clone()                         # [L, V]
+        last_mask = torch.zeros(self.P.shape[1], dtype=torch.bool)
         if last is not None:
-            phi[:, last] = self.rb
-        if quirks and k >= 1:  # its arrays start at t = k: phi[k - 1] is gone
-            phi[k - 1] = -torch.inf
-        first = P[0] - A[0] if k == 0 else torch.full_like(P[0], -torch.inf)  # r_n[0] - A[0]
-        rn = A + torch.logcumsumexp(torch.cat([first[None], phi[:-1] - A[:-1]], 0), 0)
-        shifted = torch.cat([torch.full_like(P[:1], -torch.inf), rn[:-1] - B[:-1, None]], 0)
-        rb = B[:, None] + torch.logcumsumexp(shifted, 0)
-        terms = torch.cat([rn[:1], phi[:-1] + P[1:]], 0)                       # [L, V]
-        psi = torch.logsumexp(terms, 0)
-        psi[eos] = R[-1]
-        psi[0] = -torch.inf
-        return psi.clamp(min=LOG_ZERO), rn, rb
+            last_mask[last] = True
+        # quirks: its arrays start at t = k, so phi[k - 1] is gone
+        terms, R, rn, rb = prefix_extend(self.P, self.A, self.rn, self.rb, last_mask, k == 0,
+                                         drop_frame=k - 1 if quirks and k >= 1 else None)
+        return prefix_psi(terms, R[-1], eos), rn, rb
 
     def advance(self, rn: torch.Tensor, rb: torch.Tensor, token: int) -> None:
         self.rn, self.rb = rn[:, token].clone(), rb[:, token].clone()
@@ -164,4 +217,5 @@ def _joint_greedy(encoded: list[_Encoded], sos: int, eos: int, steps: int, w: fl
     return ids
 
 
-__all__ = ["DECODINGS", "LOG_ZERO", "ctc_greedy", "decode", "specials"]
+__all__ = ["DECODINGS", "LOG_ZERO", "NEG", "ctc_greedy", "decode", "logaddexp", "logcumsumexp_blocked",
+           "logsumexp", "prefix_extend", "prefix_psi", "specials"]
