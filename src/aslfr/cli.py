@@ -119,7 +119,7 @@ def _export(a: argparse.Namespace) -> None:
     from aslfr.export import export, main_sizes
 
     result = export(a.checkpoint, a.out, max_frames=a.max_frames, fp16=a.fp16, tflite=not a.onnx_only, stats=a.stats,
-                    web=not a.no_web)
+                    web=not a.no_web, decoding=a.decoding, ctc_weight=a.ctc_weight, max_tokens=a.max_tokens)
     print(f"exported to {a.out}: {main_sizes(result)}")
 
 
@@ -266,9 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_import_keras)
 
     p = sub.add_parser("export", help="checkpoint -> model.onnx, TFLite variants, submission.zip")
-    p.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint (training or import-keras)")
+    p.add_argument("--checkpoint", required=True, type=Path, action="append",
+                   help="a checkpoint (training or import-keras); the 2nd place's family: repeat it to decode "
+                        "several models together, averaged per step")
     p.add_argument("--out", required=True, type=Path, help="directory for model.onnx, the TFLite files and submission.zip")
-    p.add_argument("--max-frames", type=int, default=320, help="resize longer inputs to this many frames")
+    p.add_argument("--max-frames", type=int, default=None,
+                   help="the seed: resize longer inputs to this many frames (default 320); the 2nd place's family: "
+                        "keep the first this many (default its training length)")
+    p.add_argument("--decoding", choices=("ctc", "attention", "joint"),
+                   help="the 2nd place's family: the decoder inside the model (default joint)")
+    p.add_argument("--ctc-weight", type=float, help="joint decoding: the CTC prefix score's weight (default 0.2)")
+    p.add_argument("--max-tokens", type=int, help="attention and joint decoding: the steps' cap (default 64, the "
+                                                  "decoder's positions)")
     p.add_argument("--fp16", action="store_true", help="submit the float16-weight TFLite (needed over 40 MB)")
     p.add_argument("--onnx-only", action="store_true", help="write model.onnx only (no converter environment)")
     p.add_argument("--stats", type=Path, help="stats.npz, for a checkpoint that does not carry its statistics")

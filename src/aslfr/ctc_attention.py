@@ -161,8 +161,11 @@ class SameDepthwiseConv(nn.Module):
         if self.stride == 2 and self.pad_by_length and mask is not None:
             return self._by_length(x, mask.sum(1))
         n = x.shape[1]
-        out = -(-n // self.stride)
-        total = max((out - 1) * self.stride + self.kernel_size - n, 0)
+        if self.stride == 1:  # k - 1 in all, written as constants (odd k): the exported pad is static
+            total = self.kernel_size - 1
+        else:
+            out = -(-n // self.stride)
+            total = max((out - 1) * self.stride + self.kernel_size - n, 0)
         h = F.pad(x, (0, 0, total // 2, total - total // 2))[:, None].permute(0, 3, 1, 2)  # [B, C, 1, T + pad]
         w = self.weight[:, :, None]
         y = F.conv2d(h, w, stride=(1, self.stride), groups=w.shape[0])

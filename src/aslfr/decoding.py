@@ -61,10 +61,11 @@ class _Encoded:
 
 
 def decode(models: list[CTCAttentionModel], features: torch.Tensor, decoding: str = "joint",
-           ctc_weight: float = 0.2, quirks: bool = False) -> list[int]:
+           ctc_weight: float = 0.2, quirks: bool = False, max_tokens: int = MAX_TOKENS) -> list[int]:
     """Preprocessed features [T, 1629] of one sequence -> the ids decoded by every model in
     `models` together (their log-probabilities averaged per step); CTC: the collapsed ids;
-    attention and joint: [SOS, y1, ..., (EOS)]."""
+    attention and joint: [SOS, y1, ..., (EOS)]; `max_tokens`: the searches' step cap (the
+    decoder's 64 positions)."""
     if decoding not in DECODINGS:
         raise ValueError(f"decoding {decoding!r}: expected one of {', '.join(DECODINGS)}")
     if not 0 <= ctc_weight <= 1:
@@ -81,7 +82,7 @@ def decode(models: list[CTCAttentionModel], features: torch.Tensor, decoding: st
         encoded = [_Encoded(m, features) for m in models]
         if decoding == "ctc":
             return ctc_greedy(torch.stack([e.ctc for e in encoded]).mean(0), quirks)
-        steps = min(MAX_TOKENS, encoded[0].ctc.shape[0])
+        steps = min(max_tokens, encoded[0].ctc.shape[0])
         if decoding == "attention" or ctc_weight == 0:
             return _attention_greedy(encoded, sos, eos, steps, quirks)
         return _joint_greedy(encoded, sos, eos, steps, ctc_weight, quirks)
@@ -121,11 +122,13 @@ def logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
     return (m + torch.log(torch.exp(x - m).sum(dim, keepdim=True))).squeeze(dim)
 
 
-def logcumsumexp_blocked(x: torch.Tensor, block: int = 16) -> torch.Tensor:
+def logcumsumexp_blocked(x: torch.Tensor, dim: int = 0, block: int = 16) -> torch.Tensor:
     """torch.logcumsumexp along dim 0 of [L, V] from plain ops (the exporter's form shifts by one
     global maximum, which underflows over the thousands of nats a prefix recursion spans):
     exact logsumexps within blocks of `block` steps over a lower-triangular mask, then over the
     blocks before each: O(L * block + (L / block)^2) per column, no loop."""
+    if dim != 0:
+        raise ValueError("logcumsumexp_blocked runs along dim 0")
     length, v = x.shape
     padded = (length + block - 1) // block * block
     xb = torch.cat([x, x.new_full((padded - length, v), NEG)], 0).reshape(-1, block, v)   # [nb, block, V]

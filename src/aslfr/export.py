@@ -23,7 +23,7 @@ import torch
 
 from aslfr.files import atomic_write, write_json
 from aslfr.inference import N_COLUMNS, build
-from aslfr.landmarks import SELECTED_COLUMNS
+from aslfr.landmarks import LANDMARK_COLUMNS, SELECTED_COLUMNS
 from aslfr.vocab import CHARMAP_KEY, COMPETITION, CharacterMap
 
 TFLITE_VARIANTS = ("float32", "float16", "int8")
@@ -48,7 +48,8 @@ def converter_python() -> Path:
     return tool_python("ASLFR_CONVERTER_PYTHON", "onnx2tf")
 
 
-def export_onnx(module: torch.nn.Module, path: Path, width: int = N_COLUMNS, charmap: CharacterMap | None = None) -> None:
+def export_onnx(module: torch.nn.Module, path: Path, width: int = N_COLUMNS, charmap: CharacterMap | None = None,
+                optimize: bool = True) -> None:
     """`module` ([T, width] -> anything) to ONNX with T dynamic, input `inputs`, output `outputs`;
     with `charmap`, the model carries it as metadata (`character_to_prediction_index`, JSON)."""
     from torch.export import Dim
@@ -57,7 +58,7 @@ def export_onnx(module: torch.nn.Module, path: Path, width: int = N_COLUMNS, cha
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
             warnings.catch_warnings():  # the exporter's chatter
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(module, (example,), dynamo=True, external_data=False, opset_version=18,
+        program = torch.onnx.export(module, (example,), dynamo=True, external_data=False, opset_version=18, optimize=optimize,
                                     input_names=["inputs"], output_names=["outputs"], verbose=False,
                                     dynamic_shapes={"inputs": {0: Dim("T", min=2, max=MAX_EXPORT_FRAMES)}})
     def write(tmp: Path) -> None:
@@ -85,10 +86,11 @@ def convert_tflite(onnx_path: Path, out_dir: Path) -> dict[str, Path]:
     return {v: out_dir / f"model_{v}.tflite" for v in TFLITE_VARIANTS}
 
 
-def write_submission(tflite: Path, out: Path, charmap: CharacterMap = COMPETITION) -> Path:
+def write_submission(tflite: Path, out: Path, charmap: CharacterMap = COMPETITION,
+                     columns: list[str] = SELECTED_COLUMNS) -> Path:
     """submission.zip: model.tflite and inference_args.json (Kaggle's `selected_columns`; a model
     with another character map also carries it there, under `character_to_prediction_index`)."""
-    args: dict = {"selected_columns": SELECTED_COLUMNS}
+    args: dict = {"selected_columns": list(columns)}
     if not charmap.is_competition:
         args[CHARMAP_KEY] = charmap.to_mapping()
     write_json(out / "inference_args.json", args)
@@ -108,11 +110,46 @@ EXPORT_FILES = ("model.onnx", *(f"model_{v}.tflite" for v in TFLITE_VARIANTS), "
 WEB_DIR = "web"
 
 
-def export(checkpoint: str | Path, out: str | Path, max_frames: int | None = 320, fp16: bool = False,
-           tflite: bool = True, stats: str | Path | None = None, web: bool = True, log=print) -> dict:
+#: the seed's on-device model resizes longer inputs to this many frames unless told otherwise
+SEED_EXPORT_FRAMES = 320
+
+
+def build_module(checkpoints: list[Path], max_frames: int | None, stats: str | Path | None,
+                 decoding: str | None, ctc_weight: float | None, max_tokens: int | None):
+    """(the on-device module, its Config, its input columns, what export.json records) for one
+    seed checkpoint, or one or more of the 2nd place's family decoded together."""
+    from aslfr.checkpoints import load_model
+
+    cfg = load_model(checkpoints[0])[1]
+    if cfg.network == "ctc-attention":
+        from aslfr import joint_inference
+        from aslfr.ctc_attention import MAX_TOKENS
+
+        module, cfg = joint_inference.build(checkpoints, decoding or "joint", 0.2 if ctc_weight is None else ctc_weight,
+                                            max_frames, max_tokens or MAX_TOKENS)
+        info = {"checkpoints": module.sources, "decoding": module.decoding, "max_tokens": module.max_tokens}
+        if module.decoding == "joint":
+            info["ctc_weight"] = module.ctc_weight
+        return module, cfg, LANDMARK_COLUMNS, info
+    given = [name for name, value in (("--decoding", decoding), ("--ctc-weight", ctc_weight),
+                                      ("--max-tokens", max_tokens)) if value is not None]
+    if len(checkpoints) > 1 or given:
+        what = "more than one --checkpoint" if len(checkpoints) > 1 else ", ".join(given)
+        raise ExportError(f"{checkpoints[0]}: holds the seed's network (CTC greedy, one model): {what} applies to "
+                          f"the 2nd place's family only")
+    module, cfg = build(checkpoints[0], stats, max_frames=max_frames or SEED_EXPORT_FRAMES)
+    return module, cfg, SELECTED_COLUMNS, {"checkpoint": str(module.model.source)}
+
+
+def export(checkpoint: str | Path | list, out: str | Path, max_frames: int | None = None, fp16: bool = False,
+           tflite: bool = True, stats: str | Path | None = None, web: bool = True, decoding: str | None = None,
+           ctc_weight: float | None = None, max_tokens: int | None = None, log=print) -> dict:
     """Write model.onnx, model_{float32,float16,int8}.tflite, model.tflite (the submitted variant),
     inference_args.json, submission.zip and web/ (the browser's site folder, aslfr.web); returns
-    the files and their sizes.
+    the files and their sizes. `checkpoint`: one, or for the 2nd place's family a list decoded
+    together (averaged per step) with `decoding` (ctc, attention or joint, the default) and
+    `ctc_weight` (joint; 0.2); `max_frames`: the seed resizes longer inputs to it (default 320),
+    the 2nd place keeps the first max_frames (default its training length).
 
     Everything is built in a hidden folder inside `out` and moved into place only when all of it
     is written, with `export.json` last; files of an earlier export that this one does not write
@@ -122,19 +159,23 @@ def export(checkpoint: str | Path, out: str | Path, max_frames: int | None = 320
         raise ExportError(f"--max-frames {max_frames}: expected a whole number of frames from 1 to {MAX_EXPORT_FRAMES}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    module, cfg = build(Path(checkpoint), stats, max_frames=max_frames)
-    result: dict = {"checkpoint": str(module.model.source), "max_frames": module.max_frames, "files": {}}
+    checkpoints = [Path(c) for c in (checkpoint if isinstance(checkpoint, (list, tuple)) else [checkpoint])]
+    try:
+        module, cfg, columns, info = build_module(checkpoints, max_frames, stats, decoding, ctc_weight, max_tokens)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+    result: dict = {**info, "max_frames": module.max_frames, "columns": len(columns), "files": {}}
     stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
     try:
         t0 = time.time()
-        export_onnx(module, stage / "model.onnx", charmap=cfg.charmap)
+        export_onnx(module, stage / "model.onnx", width=len(columns), charmap=cfg.charmap)
         log(f"wrote {out / 'model.onnx'} in {time.time() - t0:.1f} s")
         if web:
             from aslfr import web as site
 
             if site.vendor_available():
                 site.write_site(stage / WEB_DIR, stage / "model.onnx",
-                                site.model_info(SELECTED_COLUMNS, cfg.charmap, module.max_frames))
+                                site.model_info(columns, cfg.charmap, module.max_frames))
                 result["web"] = site.site_summary(stage / WEB_DIR)
                 log(f"wrote {out / WEB_DIR}/ (the browser's page and model: aslfr serve {out / WEB_DIR})")
             else:
@@ -146,7 +187,7 @@ def export(checkpoint: str | Path, out: str | Path, max_frames: int | None = 320
             chosen = variants["float16" if fp16 else "float32"]
             shutil.copyfile(chosen, stage / "model.tflite")
             result["submitted_variant"] = "float16" if fp16 else "float32"
-            write_submission(stage / "model.tflite", stage, cfg.charmap)
+            write_submission(stage / "model.tflite", stage, cfg.charmap, columns)
             size = (stage / "model.tflite").stat().st_size
             if size > KAGGLE_SIZE_LIMIT:
                 log(f"warning: model.tflite is {size / 2**20:.1f} MiB, over Kaggle's 40 MB limit; export with --fp16")

@@ -25,23 +25,28 @@ N_COLUMNS = len(SELECTED_COLUMNS)
 
 def greedy_rows(logits: torch.Tensor, blank: int = 59) -> torch.Tensor:
     """[T, C] logits -> [T, C] one-hot rows: the greedy CTC string first (repeats merged, blanks
-    dropped), then blank rows. Compaction is a [T, T] selection matmul, not a data-dependent
-    shape, so it exports as plain ops. `blank`: the last class (59 for the competition's map)."""
+    dropped), then blank rows. `blank`: the last class (59 for the competition's map)."""
     best = logits.argmax(-1)                                               # [T]
     t = torch.arange(best.shape[0], device=logits.device)
     prev = best.index_select(0, torch.clamp(t - 1, min=0))
-    new = (t == 0) | (best != prev)
-    keep = (best != blank) & new
-    keep_f = keep.to(logits.dtype)
-    slot = torch.cumsum(keep_f, 0) - 1                                     # output row of each kept frame
-    rows = torch.arange(best.shape[0], device=logits.device).to(logits.dtype)
-    select = (rows[:, None] == slot[None, :]).to(logits.dtype) * keep_f[None, :]      # [rows, frames]
-    classes = torch.arange(logits.shape[-1], device=logits.device)
-    onehot = (best[:, None] == classes[None, :]).to(logits.dtype)         # [frames, C]
+    keep = (best != blank) & ((t == 0) | (best != prev))
+    return compact_rows(best, keep, logits.shape[-1], logits.dtype)
+
+
+def compact_rows(values: torch.Tensor, keep: torch.Tensor, classes: int,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Class indices [N] and which of them to keep [N] -> [N, classes] one-hot rows: the kept
+    ones first, in order, then blank rows (the last class). Compaction is an [N, N] selection
+    matmul, not a data-dependent shape, so it exports as plain ops."""
+    keep_f = keep.to(dtype)
+    slot = torch.cumsum(keep_f, 0) - 1                                     # output row of each kept value
+    rows = torch.arange(values.shape[0], device=values.device).to(dtype)
+    select = (rows[:, None] == slot[None, :]).to(dtype) * keep_f[None, :]  # [rows, values]
+    ids = torch.arange(classes, device=values.device)
+    onehot = (values[:, None] == ids[None, :]).to(dtype)                   # [values, C]
     chars = select @ onehot                                                # [rows, C]
-    filled = select.sum(1, keepdim=True)                                   # 1 where a character landed
-    blank = (classes == blank).to(logits.dtype)[None, :]
-    return chars + (1 - filled) * blank
+    filled = select.sum(1, keepdim=True)                                   # 1 where a value landed
+    return chars + (1 - filled) * (ids == classes - 1).to(dtype)[None, :]
 
 
 class InferenceModule(nn.Module):

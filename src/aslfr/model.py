@@ -199,8 +199,12 @@ class ECA(nn.Module):
         if mask is None:  # every frame counts, padding included (the seed after stage 1)
             mean = x.mean(1, keepdim=True)
         else:  # Keras GlobalAveragePooling1D with a mask; a sequence with no frame left gives 0
-            m = mask[..., None].to(x.dtype)
-            mean = (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)
+            # the mean over time of x weighted by mask * T / count: the masked mean, written as the
+            # unmasked one (a ReduceMean), with the division on the [B, T] mask; a sum over time,
+            # or a division of the [B, 1, C] mean, made onnx2tf swap T and C in the exported graph
+            m = mask.to(x.dtype)
+            w = m * (m.shape[1] / m.sum(1, keepdim=True).clamp(min=1))
+            mean = (x * w[..., None]).mean(1, keepdim=True)
         # The conv runs over the channels as the width of a [B, 1, 1, C] image: the same weights
         # and sums as the 1-D conv, but onnx2tf then multiplies x in its own [T, C] layout (a 1-D
         # conv made it transpose x to [C, T] and back around the multiply).

@@ -64,7 +64,6 @@ class ExportedModel:
         elif path.suffix == ".onnx":
             import onnxruntime as ort
 
-            self.columns = SELECTED_COLUMNS
             opts = ort.SessionOptions()
             opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1  # as Kaggle runs it: one thread
             try:
@@ -72,9 +71,12 @@ class ExportedModel:
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own classes
                 raise ValueError(f"{path}: not a loadable ONNX model ({first_line(e)})") from None
             shape = session.get_inputs()[0].shape
-            if session.get_inputs()[0].name != "inputs" or shape[-1] != len(self.columns):
-                raise ValueError(f"{path}: expected an input 'inputs' of [T, {len(self.columns)}]; the model has "
-                                 f"{session.get_inputs()[0].name!r} {shape}")
+            # the seed's model reads its 200 columns, the 2nd place's family all 1,629 (Kaggle's order)
+            widths = {len(SELECTED_COLUMNS): SELECTED_COLUMNS, len(LANDMARK_COLUMNS): LANDMARK_COLUMNS}
+            if session.get_inputs()[0].name != "inputs" or len(shape) != 2 or shape[-1] not in widths:
+                raise ValueError(f"{path}: expected an input 'inputs' of [T, {len(SELECTED_COLUMNS)}] or "
+                                 f"[T, {len(LANDMARK_COLUMNS)}]; the model has {session.get_inputs()[0].name!r} {shape}")
+            self.columns = widths[shape[-1]]
             meta = session.get_modelmeta().custom_metadata_map.get(CHARMAP_KEY)
             try:
                 mapping = json.loads(meta) if meta else None
