@@ -58,6 +58,15 @@ PAD_VALUE = -100.0
 MAX_TOKENS = 64  # decoder positions: the longest phrase + SOS or EOS
 
 
+#: Kaggle's columns hold coordinate c of landmark l at c * 543 + l (every x, then y, then z); the
+#: features put it at 3 * l + c (landmark-major, the 2nd place's flatten of [T, 543, 3])
+FEATURE_ORDER = torch.tensor([c * N_LANDMARKS + lm for lm in range(N_LANDMARKS) for c in range(3)])
+#: the flip's column gather: flipped[:, c * 543 + i] = x[:, c * 543 + MIRROR[i]]
+MIRROR_COLUMNS = torch.tensor([c * N_LANDMARKS + MIRROR[i] for c in range(3) for i in range(N_LANDMARKS)])
+LEFT_HAND_COLUMNS = torch.tensor([c * N_LANDMARKS + i for c in range(3) for i in LEFT_HAND])
+RIGHT_HAND_COLUMNS = torch.tensor([c * N_LANDMARKS + i for c in range(3) for i in RIGHT_HAND])
+
+
 def preprocess(frames: torch.Tensor, max_len: int = 768, tf_sums: bool = False) -> torch.Tensor:
     """Raw landmarks [T, 543, 3] (NaN = not detected) -> features [T', 1629], T' <= max_len:
     all-NaN frames dropped; a left-handed signer (fewer NaN values in the left hand than in the
@@ -65,53 +74,77 @@ def preprocess(frames: torch.Tensor, max_len: int = 768, tf_sums: bool = False) 
     z-scored over every frame and landmark (NaN-aware, population std, no epsilon); landmark-major
     features (3 * landmark + coordinate); NaN -> 0 (SECOND-PLACE-SPEC 1.3).
 
+    The work is done on Kaggle's [T, 1629] columns, the on-device model's input, in 2-D tensors
+    only (`preprocess_exportable` is the same code without a data-dependent shape).
+
     `tf_sums`: the statistics' sums accumulated one value after another in float32, in frame
     then landmark order, as TensorFlow's reductions did in the 2nd place's own pipeline (over
     768 frames that moves the std by about 2e-5 relative, and its logits by up to 7e-3: enough
     to change a decision its fixtures pin). The default sums accurately."""
-    return _flip_and_normalise(frames[~torch.isnan(frames).all(-1).all(-1)], max_len, tf_sums)
+    x = frames.permute(0, 2, 1).reshape(frames.shape[0], N_INPUTS)
+    x = x[~torch.isnan(x).all(-1)]
+    return _normalise(_flip(x)[:max_len], tf_sums)
 
 
-def preprocess_padded(frames: torch.Tensor, max_len: int = 768) -> tuple[torch.Tensor, torch.Tensor]:
-    """`preprocess` with no data-dependent shape, for the on-device graph: raw [T, 543, 3] ->
-    (features [min(T, max_len), 1629], n): the kept frames first, in order (a stable sort on
-    whether a frame is all NaN), then zeros; n = how many of them are features (at most
-    max_len). The all-NaN frames left in change nothing else: each adds the same count of NaN to
-    both hands, and none to the statistics; rows [:n] equal `preprocess(frames, max_len)`."""
-    t = frames.shape[0]
-    dropped = torch.isnan(frames).all(-1).all(-1)
+def preprocess_exportable(columns: torch.Tensor, max_len: int = 768) -> tuple[torch.Tensor, torch.Tensor]:
+    """`preprocess` for the on-device graph, with no boolean indexing: Kaggle's columns [T, 1629],
+    T >= 1 -> (features [max(min(kept, max_len), 1), 1629], whether any frame was kept). The
+    kept frames go first, in order (a sort on whether a frame is all NaN), and the handedness is
+    decided over that whole buffer: each all-NaN frame adds the same count of NaN to both hands.
+    The length is then taken from the data (`.item()`, checked) and the buffer narrowed to it, as
+    the seed's on-device model does (EXPORT-NOTES); with no frame kept, one all-NaN frame is left,
+    whose features are zeros."""
+    t = columns.shape[0]
+    dropped = torch.isnan(columns).all(-1)
     order = torch.argsort(dropped.to(torch.float32) * t + torch.arange(t, dtype=torch.float32))
-    n = torch.clamp((~dropped).sum(), max=max_len)
-    return _flip_and_normalise(frames[order], max_len, False), n
+    kept = (~dropped).sum()
+    n = int(torch.clamp(kept, min=1, max=max_len).item())
+    torch._check(n >= 1)
+    torch._check(n <= t)
+    x = _flip(columns.index_select(0, order)).narrow(0, 0, n)
+    return _normalise(x, False), kept > 0
 
 
-def _flip_and_normalise(x: torch.Tensor, max_len: int, tf_sums: bool) -> torch.Tensor:
+def _flip(x: torch.Tensor) -> torch.Tensor:
+    """[T, 1629] columns, mirrored where the left hand has fewer NaN values than the right."""
     nan = torch.isnan(x)
-    left = nan[:, LEFT_HAND].sum()
-    right = nan[:, RIGHT_HAND].sum()
-    flipped = torch.cat([1 - x[..., :1], x[..., 1:]], -1)[:, MIRROR]
-    x = torch.where(left < right, flipped, x)
-    x = x[:max_len]
+    left = nan.index_select(1, LEFT_HAND_COLUMNS.to(x.device)).sum()
+    right = nan.index_select(1, RIGHT_HAND_COLUMNS.to(x.device)).sum()
+    flipped = torch.cat([1 - x[:, :N_LANDMARKS], x[:, N_LANDMARKS:]], 1).index_select(1, MIRROR_COLUMNS.to(x.device))
+    return torch.where(left < right, flipped, x)
+
+
+def _channels(x: torch.Tensor) -> torch.Tensor:
+    """[1629, 3]: 1 where a column holds that coordinate."""
+    return (torch.arange(N_INPUTS, device=x.device)[:, None] // N_LANDMARKS
+            == torch.arange(3, device=x.device)[None, :]).to(x.dtype)
+
+
+def _normalise(x: torch.Tensor, tf_sums: bool) -> torch.Tensor:
+    """[T, 1629] columns -> z-scored landmark-major features; per-channel sums and their
+    broadcast back are products with the [1629, 3] channel indicator (2-D all through)."""
     valid = ~torch.isnan(x)
     zero = torch.zeros((), dtype=x.dtype)
-    count = valid.sum((0, 1)).to(x.dtype)
-    total = _sequential_sum if tf_sums else (lambda v: v.sum((0, 1)))
+    e = _channels(x)
+    count = valid.to(x.dtype).sum(0) @ e                                    # [3]
+    total = _sequential_sum if tf_sums else (lambda v: v.sum(0) @ e)
     mean = total(torch.where(valid, x, zero)) / count
     mean = torch.where(torch.isnan(mean), torch.tensor([0.5, 0.5, 0.0], dtype=x.dtype), mean)
-    d = x - mean
+    d = x - e @ mean
     std = torch.sqrt(total(torch.where(valid, d * d, zero)) / count)
-    x = (d / std).reshape(x.shape[0], N_INPUTS)
-    return torch.where(torch.isnan(x), zero, x)
+    out = (d / (e @ std)).index_select(1, FEATURE_ORDER.to(x.device))
+    return torch.where(torch.isnan(out), zero, out)
 
 
 def _sequential_sum(v: torch.Tensor) -> torch.Tensor:
-    """Per channel, the values of [T, 543, 3] added one after another in their own precision
-    (NumPy's cumsum: torch's accumulates float32 in float64)."""
+    """Per channel, the values of [T, 1629] columns added one after another in their own
+    precision, in frame then landmark order (NumPy's cumsum: torch's accumulates float32 in
+    float64)."""
     import numpy as np
 
-    flat = v.reshape(-1, v.shape[-1]).numpy()
+    flat = v.reshape(v.shape[0], 3, N_LANDMARKS).permute(0, 2, 1).reshape(-1, 3).numpy()
     if not len(flat):
-        return v.sum((0, 1))
+        return torch.zeros(3, dtype=v.dtype)
     return torch.from_numpy(np.cumsum(flat, 0, dtype=flat.dtype)[-1].copy())
 
 
@@ -152,14 +185,15 @@ class SameDepthwiseConv(nn.Module):
         self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
 
-    #: set by the on-device model: with a mask, a stride-2 conv pads each sequence as SAME does
-    #: for its own valid length (the parity of that length decides), not for the padded length
+    #: set by the on-device model: a stride-2 conv pads as SAME does for the valid length (with a
+    #: mask, each sequence's own), its parity read from the data instead of the shape
     pad_by_length = False
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """[B, T, C] -> [B, ceil(T / stride), C]."""
-        if self.stride == 2 and self.pad_by_length and mask is not None:
-            return self._by_length(x, mask.sum(1))
+        if self.stride == 2 and self.pad_by_length:  # the length from the data: no guard on its parity
+            lengths = mask.sum(1) if mask is not None else torch.ones_like(x[:, :, 0]).sum(1).to(torch.int64)
+            return self._by_length(x, lengths)
         n = x.shape[1]
         if self.stride == 1:  # k - 1 in all, written as constants (odd k): the exported pad is static
             total = self.kernel_size - 1

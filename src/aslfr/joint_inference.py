@@ -3,7 +3,7 @@ exportable module, with its decoder inside the graph (SECOND-PLACE-SPEC 6-7).
 
     inputs [T, 1629] float32: Kaggle's columns in their parquet order (`LANDMARK_COLUMNS`: every
         x, then y, then z; NaN = not detected; T may be 0)
-      -> `ctc_attention.preprocess_padded` (the training code's preprocessing, with the kept
+      -> `ctc_attention.preprocess_exportable` (the training code's preprocessing, with the kept
          frames first in a buffer instead of a data-dependent shape)
       -> each model's encoder over that buffer, masked to its valid frames (the stride-2 conv
          padded for the valid length, as the unpadded network pads it)
@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from aslfr.ctc_attention import MAX_TOKENS, N_INPUTS, N_LANDMARKS, CTCAttentionModel, SameDepthwiseConv, preprocess_padded
+from aslfr.ctc_attention import MAX_TOKENS, N_INPUTS, CTCAttentionModel, SameDepthwiseConv, preprocess_exportable
 from aslfr.decoding import DECODINGS, NEG, logcumsumexp_blocked, prefix_extend, prefix_psi, specials
 from aslfr.inference import compact_rows
 
@@ -49,6 +49,10 @@ class JointInferenceModule(nn.Module):
         for module in self.modules():
             if isinstance(module, SameDepthwiseConv):
                 module.pad_by_length = True
+        for model in self.models:
+            for block in model.encoder.blocks:
+                if hasattr(block, "eca"):
+                    block.eca.use_band(block.project.in_features)
         self.max_frames = max_frames
         self.decoding = "attention" if decoding == "joint" and ctc_weight == 0 else decoding
         self.ctc_weight = float(ctc_weight)
@@ -61,19 +65,16 @@ class JointInferenceModule(nn.Module):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         # T = 0 becomes one all-NaN frame (dropped again by the preprocessing), written from the data
         x = torch.cat([inputs, inputs.new_full((1, N_INPUTS), float("nan"))], 0)
-        frames = x.reshape(-1, 3, N_LANDMARKS).transpose(1, 2)                 # [T + 1, 543, 3]
-        feats, n = preprocess_padded(frames, self.max_frames)
-        found = n > 0                                 # no frame with a landmark: nothing to decode
-        n = torch.clamp(n, min=1)[None]
-        length = (n[0] + 1) // 2                                                # encoder steps L
+        feats, found = preprocess_exportable(x, self.max_frames)              # found: any frame kept
         encoded = []
         for model in self.models:
-            memory, mask, _ = model.encode(feats[None], n)
-            # CTC log-probabilities [Lb, V] where a decoder reads them (attention alone does not)
+            memory, _, _ = model.encode(feats[None])
+            # CTC log-probabilities [L, V] where a decoder reads them (attention alone does not)
             logp = self._ctc_logp(model, memory, x.shape[0]) if self.decoding != "attention" else None
-            encoded.append((model, memory, mask, logp))
+            encoded.append((model, memory, logp))
+        length = torch.ones_like(encoded[0][1][0, :, 0]).sum().to(torch.int64)  # L, from the data
         if self.decoding == "ctc":
-            return self._ctc(torch.stack([e[3] for e in encoded]).mean(0), length, found)
+            return self._ctc(torch.stack([e[2] for e in encoded]).mean(0), found)
         return self._greedy(encoded, length, found)
 
     @staticmethod
@@ -90,11 +91,11 @@ class JointInferenceModule(nn.Module):
         out = head.gru(padded)[:, :steps]
         return torch.log_softmax(head.out(head.hidden(out))[0], -1)
 
-    def _ctc(self, logp: torch.Tensor, length: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
+    def _ctc(self, logp: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
         best = logp.argmax(-1)                                                  # [Lb]
         t = torch.arange(best.shape[0], device=best.device)
         prev = best.index_select(0, torch.clamp(t - 1, min=0))
-        keep = ((t == 0) | (best != prev)) & self.is_char[best] & (t < length) & found
+        keep = ((t == 0) | (best != prev)) & self.is_char[best] & found
         return compact_rows(best - 1, keep, self.classes)
 
     def _best(self, score: torch.Tensor) -> torch.Tensor:
@@ -102,13 +103,10 @@ class JointInferenceModule(nn.Module):
 
     def _greedy(self, encoded: list, length: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
         joint = self.decoding == "joint"
-        caches = [model.decoder.start(memory) for model, memory, _, _ in encoded]
+        caches = [model.decoder.start(memory) for model, memory, _ in encoded]
         if joint:
-            frames = torch.arange(encoded[0][1].shape[1], device=length.device)
-            valid = (frames < length)[:, None]                                  # [Lb, 1]
-            last_frame = (length - 1).reshape(1)
             states = []
-            for _, _, _, P in encoded:
+            for _, _, P in encoded:
                 A = torch.cumsum(P, 0)
                 states.append([P, A, torch.full_like(P[:, 0], NEG), A[:, 0]])
         token = torch.full((1,), self.sos, dtype=torch.long, device=length.device)
@@ -117,8 +115,8 @@ class JointInferenceModule(nn.Module):
         for k in range(self.max_tokens):
             running = running & (k < length)
             att = []
-            for i, (model, _, mask, _) in enumerate(encoded):
-                logits, caches[i] = model.decoder.step(token, k, caches[i], mask)
+            for i, (model, _, _) in enumerate(encoded):
+                logits, caches[i] = model.decoder.step(token, k, caches[i])
                 att.append(torch.log_softmax(logits[0], -1))
             score = torch.stack(att).mean(0)                                    # [V]
             if joint:
@@ -126,8 +124,7 @@ class JointInferenceModule(nn.Module):
                 psis, extended = [], []
                 for P, A, rn, rb in states:
                     terms, R, rn2, rb2 = prefix_extend(P, A, rn, rb, last, k == 0, lcse=logcumsumexp_blocked)
-                    terms = torch.where(valid, terms, NEG)
-                    psis.append(prefix_psi(terms, R.index_select(0, last_frame)[0], self.eos))
+                    psis.append(prefix_psi(terms, R[-1], self.eos))
                     extended.append((rn2, rb2))
                 score = (1 - self.ctc_weight) * score + self.ctc_weight * torch.stack(psis).mean(0)
             token = self._best(score)

@@ -208,9 +208,27 @@ class ECA(nn.Module):
         # The conv runs over the channels as the width of a [B, 1, 1, C] image: the same weights
         # and sums as the 1-D conv, but onnx2tf then multiplies x in its own [T, C] layout (a 1-D
         # conv made it transpose x to [C, T] and back around the multiply).
+        if self.band is not None:  # the same conv as a product with its [C, C] band matrix; one
+            # sequence, its gate a [C] vector (a [1, 1, C] one onnx2tf transposed against x)
+            return x * torch.sigmoid(mean.reshape(-1) @ self.band.to(mean.dtype))
         k = self.conv.kernel_size[0]
         w = F.conv2d(mean[:, None], self.conv.weight[:, :, None], padding=(0, k // 2))[:, 0]  # [B, 1, C]
         return x * torch.sigmoid(w)
+
+    #: set by `use_band` (the 2nd place's on-device model, batch 1): onnx2tf converts the
+    #: channel conv there with its layout swapped and transposes x after it; a MatMul it takes
+    band: torch.Tensor | None = None
+
+    def use_band(self, channels: int) -> None:
+        """Run the channel conv as mean @ B, B[i + o, i] = w[o + k // 2] (zero padding)."""
+        w = self.conv.weight.detach()[0, 0]
+        k = w.shape[0]
+        band = torch.zeros(channels, channels, dtype=w.dtype)
+        for j in range(k):
+            o = j - k // 2
+            if abs(o) < channels:
+                band += w[j] * torch.diag(torch.ones(channels - abs(o), dtype=w.dtype), -o)
+        self.band = band
 
 
 class Conv1DBlock(nn.Module):

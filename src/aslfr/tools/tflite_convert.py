@@ -86,6 +86,9 @@ def main(onnx_path: str, out_dir: str) -> None:
         for variant in ("float32", "float16", "int8"):
             conv = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=["serving_default"])
             conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+            # a GRU's WHILE loop keeps its steps in tensor lists: batch 1 makes their element
+            # shape static, which the builtin ops need (the 2nd place's converter setting too)
+            conv._experimental_default_to_single_batch_in_tensor_list_ops = True
             if variant != "float32":
                 conv.optimizations = [tf.lite.Optimize.DEFAULT]
             if variant == "float16":
