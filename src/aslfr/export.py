@@ -63,14 +63,39 @@ def export_onnx(module: torch.nn.Module, path: Path, width: int = N_COLUMNS, cha
                                     dynamic_shapes={"inputs": {0: Dim("T", min=2, max=MAX_EXPORT_FRAMES)}})
     def write(tmp: Path) -> None:
         program.save(str(tmp))
-        if charmap is not None:
-            import onnx
+        import onnx
 
-            model = onnx.load(str(tmp))
+        model = onnx.load(str(tmp))
+        _unpin_gru_outputs(model)
+        if charmap is not None:
             entry = model.metadata_props.add()
             entry.key, entry.value = CHARMAP_KEY, json.dumps(charmap.to_mapping(), ensure_ascii=False)
-            onnx.save(model, str(tmp))
+        onnx.save(model, str(tmp))
     atomic_write(path, write)
+
+
+def _unpin_gru_outputs(model) -> None:
+    """The exporter gives a GRU's output the example's static length, and the optimizer then
+    writes it into the Reshape that drops the GRU's direction axis ([33, 1, 96] for a 32-frame
+    example): that Reshape's time dimension becomes -1 again (in place)."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    for gru in (n for n in model.graph.node if n.op_type == "GRU"):
+        nodes = list(readers.get(gru.output[0], []))
+        nodes += [r for n in nodes if n.op_type == "Transpose" for r in readers.get(n.output[0], [])]
+        for node in nodes:
+            if node.op_type == "Reshape" and node.input[1] in inits:
+                shape = numpy_helper.to_array(inits[node.input[1]]).copy()
+                if len(shape) == 3 and shape[0] > 0 and -1 not in shape:
+                    shape[0] = -1
+                    name = f"{node.input[1]}_dynamic_time"
+                    model.graph.initializer.append(numpy_helper.from_array(shape, name))
+                    node.input[1] = name
 
 
 def convert_tflite(onnx_path: Path, out_dir: Path) -> dict[str, Path]:

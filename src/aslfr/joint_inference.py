@@ -21,6 +21,8 @@ scores) is the reference the tests hold it to.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -45,7 +47,8 @@ class JointInferenceModule(nn.Module):
         vocab = models[0].net.vocab
         if any(m.net.vocab != vocab for m in models):
             raise ValueError("the checkpoints' vocabularies differ: they cannot be averaged per step")
-        self.models = nn.ModuleList(m.eval() for m in models)
+        # copies: the settings below are the graph's, the models passed in stay as they are
+        self.models = nn.ModuleList(copy.deepcopy(m).eval() for m in models)
         for module in self.modules():
             if isinstance(module, SameDepthwiseConv):
                 module.pad_by_length = True
@@ -53,6 +56,9 @@ class JointInferenceModule(nn.Module):
             for block in model.encoder.blocks:
                 if hasattr(block, "eca"):
                     block.eca.use_band(block.project.in_features)
+            # time-major in: the ONNX GRU's own layout, with no transpose before it (onnx2tf
+            # dropped that transpose and its TFLite loop then read the batch as the time)
+            model.ctc.gru.rnn.batch_first = False
         self.max_frames = max_frames
         self.decoding = "attention" if decoding == "joint" and ctc_weight == 0 else decoding
         self.ctc_weight = float(ctc_weight)
@@ -88,7 +94,8 @@ class JointInferenceModule(nn.Module):
         steps = memory.shape[1]
         padded = torch.cat([memory, memory.new_zeros(1, frames - steps, memory.shape[2])], 1)
         head = model.ctc
-        out = head.gru(padded)[:, :steps]
+        # batch 1: time-major by a reshape, which onnx2tf keeps (a transpose it dropped)
+        out = head.gru.rnn(padded.reshape(frames, 1, -1))[0].reshape(1, frames, -1)[:, :steps]
         return torch.log_softmax(head.out(head.hidden(out))[0], -1)
 
     def _ctc(self, logp: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
