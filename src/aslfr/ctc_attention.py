@@ -212,10 +212,11 @@ class SameDepthwiseConv(nn.Module):
         k = self.kernel_size
         h = F.pad(x, (0, 0, k // 2, k // 2))[:, None].permute(0, 3, 1, 2)
         z = F.conv2d(h, self.weight[:, :, None], groups=self.weight.shape[0]).permute(0, 2, 3, 1)[:, 0]  # [B, T, C]
-        t = x.shape[1]
-        j = torch.arange((t + 1) // 2, device=x.device)
-        index = torch.clamp(2 * j[None] + (1 - lengths % 2)[:, None], max=t - 1)
-        return z.gather(1, index[..., None].expand(-1, -1, z.shape[2]))
+        # both phases as strided slices of ceil(T / 2) steps, chosen per sequence (no gather:
+        # the one it exported to is an op version tflite-runtime 2.14 lacks)
+        even = z[:, 0::2]
+        odd = torch.cat([z, z[:, :1] * 0], 1)[:, 1::2]
+        return torch.where((lengths % 2 == 0)[:, None, None], odd, even)
 
 
 class ConvBlock(nn.Module):

@@ -135,11 +135,12 @@ EXPORT_FILES = ("model.onnx", *(f"model_{v}.tflite" for v in TFLITE_VARIANTS), "
 WEB_DIR = "web"
 
 
-#: why the 2nd place's family has no TFLite yet (measured: onnx2tf converts its graph, the
-#: runtimes then fail inside the GRU's loop)
-TFLITE_NOT_BUILT = ("the 2nd place's family converts (onnx2tf), but its GRU's WHILE loop fails in the TFLite "
-                    "runtimes (a CONCATENATION in the loop body is given the sequence length as its batch); "
-                    "model.onnx and web/ run it")
+#: why the 2nd place's family has no TFLite yet (measured: onnx2tf converts its graph, and the
+#: TFLite runs, identical to onnxruntime, in ai-edge-litert and tflite-runtime 2.14.0 when the
+#: number of kept frames is even; when it is odd the GRU's input comes out one step short and
+#: the runtime stops at a RESHAPE)
+TFLITE_NOT_BUILT = ("the 2nd place's family converts, but its TFLite fails on an odd number of frames (the GRU's "
+                    "input comes out one step short); model.onnx and web/ run it")
 
 #: the seed's on-device model resizes longer inputs to this many frames unless told otherwise
 SEED_EXPORT_FRAMES = 320
