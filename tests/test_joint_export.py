@@ -122,7 +122,7 @@ def test_the_exported_model_decodes_as_pytorch(tmp_path: Path, decoding: str, ex
     import onnxruntime as ort
 
     from aslfr.checkpoints import load_model
-    from aslfr.recognizer import ExportedModel
+    from aslfr.recognizer import ExportedModel, Recognizer
 
     a, b = _checkpoint(tmp_path / "a.pt", 0), _checkpoint(tmp_path / "b.pt", 1)
     out = tmp_path / "export"
@@ -148,9 +148,13 @@ def test_the_exported_model_decodes_as_pytorch(tmp_path: Path, decoding: str, ex
         for run_model in runners:
             rows = run_model(x)
             assert rows.shape[1] == sos and _rows_ids(rows, sos) == want, len(x)
-    recognizer = ExportedModel(out / "model.onnx")
-    assert len(recognizer.columns) == 1629
-    assert isinstance(recognizer(inputs[5]), str)
+    model = ExportedModel(out / "model.onnx")
+    assert len(model.columns) == 1629
+    text = model(inputs[5])
+    assert text == "".join(model.charmap.decode(_text_ids(decode(models, preprocess(
+        torch.from_numpy(inputs[5]).reshape(-1, 3, 543).permute(0, 2, 1), 320), decoding, weight, max_tokens=6),
+        sos)))
+    assert Recognizer(out / "model.onnx").transcribe(inputs[5]) == text  # what aslfr live runs
 
 
 def test_export_options_of_the_other_family_are_refused(tmp_path: Path, trained_run: Path) -> None:
