@@ -212,10 +212,21 @@ class SameDepthwiseConv(nn.Module):
         k = self.kernel_size
         h = F.pad(x, (0, 0, k // 2, k // 2))[:, None].permute(0, 3, 1, 2)
         z = F.conv2d(h, self.weight[:, :, None], groups=self.weight.shape[0]).permute(0, 2, 3, 1)[:, 0]  # [B, T, C]
-        # both phases as strided slices of ceil(T / 2) steps, chosen per sequence (no gather:
-        # the one it exported to is an op version tflite-runtime 2.14 lacks)
-        even = z[:, 0::2]
-        odd = torch.cat([z, z[:, :1] * 0], 1)[:, 1::2]
+        # both phases of ceil(T / 2) steps, chosen per sequence (no gather: the one it exported
+        # to is an op version tflite-runtime 2.14 lacks)
+        if x.shape[0] == 1:
+            # one sequence (the on-device graph): the steps counted from the data and the phases
+            # read from [steps, 2] pairs (TFLite gave a stride-2 slice of an odd length one step
+            # too few)
+            steps = int(((lengths[0] + 1) // 2).item())
+            torch._check(steps >= 1)
+            torch._check(2 * steps <= z.shape[1] + 2)
+            c = z.shape[2]  # [steps, 2 C] rows (2-D: onnx2tf takes a 4-D tensor as an image)
+            pairs = torch.cat([z, z[:, :2] * 0], 1)[0].narrow(0, 0, 2 * steps).reshape(steps, 2 * c)
+            even, odd = pairs[None, :, :c], pairs[None, :, c:]
+        else:
+            even = z[:, 0::2]
+            odd = torch.cat([z, z[:, :1] * 0], 1)[:, 1::2]
         return torch.where((lengths % 2 == 0)[:, None, None], odd, even)
 
 

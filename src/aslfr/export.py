@@ -135,13 +135,6 @@ EXPORT_FILES = ("model.onnx", *(f"model_{v}.tflite" for v in TFLITE_VARIANTS), "
 WEB_DIR = "web"
 
 
-#: why the 2nd place's family has no TFLite yet (measured: onnx2tf converts its graph, and the
-#: TFLite runs, identical to onnxruntime, in ai-edge-litert and tflite-runtime 2.14.0 when the
-#: number of kept frames is even; when it is odd the GRU's input comes out one step short and
-#: the runtime stops at a RESHAPE)
-TFLITE_NOT_BUILT = ("the 2nd place's family converts, but its TFLite fails on an odd number of frames (the GRU's "
-                    "input comes out one step short); model.onnx and web/ run it")
-
 #: the seed's on-device model resizes longer inputs to this many frames unless told otherwise
 SEED_EXPORT_FRAMES = 320
 
@@ -212,10 +205,7 @@ def export(checkpoint: str | Path | list, out: str | Path, max_frames: int | Non
                 log(f"wrote {out / WEB_DIR}/ (the browser's page and model: aslfr serve {out / WEB_DIR})")
             else:
                 log(f"warning: {out / WEB_DIR}/ not written: {site.INSTALL_HINT}")
-        if tflite and columns is LANDMARK_COLUMNS:
-            log(f"warning: no TFLite written: {TFLITE_NOT_BUILT}")
-            result["tflite"] = TFLITE_NOT_BUILT
-        elif tflite:
+        if tflite:
             t0 = time.time()
             variants = convert_tflite(stage / "model.onnx", stage)
             log(f"wrote TFLite {', '.join(TFLITE_VARIANTS)} in {time.time() - t0:.1f} s")

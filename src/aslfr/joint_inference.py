@@ -91,12 +91,15 @@ class JointInferenceModule(nn.Module):
         Python loop and fails, over T + 1 it keeps one ONNX GRU, which becomes one TFLite WHILE.
         Being unidirectional, the steps after Lb change nothing before them; they cost T + 1 - Lb
         more recurrent steps (the GRU's share of the latency, README)."""
-        steps = memory.shape[1]
-        padded = torch.cat([memory, memory.new_zeros(1, frames - steps, memory.shape[2])], 1)
+        # gathers sized from the tensors themselves, not from the exporter's symbolic length
+        # (which TFLite computed one step short for an odd n): the GRU's input repeats the last
+        # step after L, and its first L outputs are read back
+        steps = torch.cumsum(torch.ones_like(memory[0, :, 0]), 0).to(torch.int64) - 1      # 0..L-1
+        spread = torch.minimum(torch.arange(frames, device=memory.device), steps.max())      # [frames]
         head = model.ctc
         # batch 1: time-major by a reshape, which onnx2tf keeps (a transpose it dropped)
-        out = head.gru.rnn(padded.reshape(frames, 1, -1))[0].reshape(1, frames, -1)[:, :steps]
-        return torch.log_softmax(head.out(head.hidden(out))[0], -1)
+        out = head.gru.rnn(memory[0].index_select(0, spread).reshape(frames, 1, -1))[0].reshape(frames, -1)
+        return torch.log_softmax(head.out(head.hidden(out.index_select(0, steps))), -1)
 
     def _ctc(self, logp: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
         best = logp.argmax(-1)                                                  # [Lb]
