@@ -66,7 +66,6 @@ class JointInferenceModule(nn.Module):
         self.classes = vocab - 2               # the characters (ids 1..vocab-3) and the blank, last
         ids = torch.arange(vocab)
         self.register_buffer("not_output", (ids == self.pad) | (ids == self.sos), persistent=False)
-        self.register_buffer("is_char", (ids > 0) & (ids < self.sos), persistent=False)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         # T = 0 becomes one all-NaN frame (dropped again by the preprocessing), written from the data
@@ -105,8 +104,13 @@ class JointInferenceModule(nn.Module):
         best = logp.argmax(-1)                                                  # [Lb]
         t = torch.arange(best.shape[0], device=best.device)
         prev = best.index_select(0, torch.clamp(t - 1, min=0))
-        keep = ((t == 0) | (best != prev)) & self.is_char[best] & found
+        keep = ((t == 0) | (best != prev)) & self._is_char(best) & found
         return compact_rows(best - 1, keep, self.classes)
+
+    def _is_char(self, ids: torch.Tensor) -> torch.Tensor:
+        """Comparisons, not a lookup: a gather from a bool table is an op version tflite-runtime
+        2.14 lacks."""
+        return (ids > self.pad) & (ids < self.sos)
 
     def _best(self, score: torch.Tensor) -> torch.Tensor:
         return torch.where(self.not_output, float("-inf"), score).argmax(-1, keepdim=True)  # [1]
@@ -143,7 +147,7 @@ class JointInferenceModule(nn.Module):
                     state[2] = rn2.index_select(1, token)[:, 0]
                     state[3] = rb2.index_select(1, token)[:, 0]
             out.append(token)
-            kept.append(running & self.is_char[token])
+            kept.append(running & self._is_char(token))
             running = running & (token != self.eos)
         ids = torch.cat(out)
         return compact_rows(ids - 1, torch.cat(kept), self.classes)
