@@ -85,8 +85,8 @@ def build(checkpoint, stats_path=None, max_frames: int | None = None, decode: bo
 
     model, cfg, stats = load_model(checkpoint, device)
     if cfg.network != "seed":
-        raise ValueError(f"{checkpoint}: holds the 2nd place's network ({cfg.network}); its on-device model (the "
-                         f"decoders inside the graph) is not exported yet: score it with 'aslfr score'")
+        raise ValueError(f"{checkpoint}: holds the 2nd place's network ({cfg.network}); its on-device model is "
+                         f"aslfr.joint_inference.build (aslfr export picks it)")
     if stats is not None:
         mean, std = stats
     elif stats_path is not None:
