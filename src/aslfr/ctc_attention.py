@@ -185,15 +185,14 @@ class SameDepthwiseConv(nn.Module):
         self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
 
-    #: set by the on-device model: a stride-2 conv pads as SAME does for the valid length (with a
-    #: mask, each sequence's own), its parity read from the data instead of the shape
-    pad_by_length = False
+    #: set by the on-device model (one unpadded sequence): the stride-2 conv's SAME padding
+    #: follows the parity of the length read from the data, not a guard on the shape
+    on_device = False
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, C] -> [B, ceil(T / stride), C]."""
-        if self.stride == 2 and self.pad_by_length:  # the length from the data: no guard on its parity
-            lengths = mask.sum(1) if mask is not None else torch.ones_like(x[:, :, 0]).sum(1).to(torch.int64)
-            return self._by_length(x, lengths)
+        if self.stride == 2 and self.on_device:
+            return self._one_sequence(x)
         n = x.shape[1]
         if self.stride == 1:  # k - 1 in all, written as constants (odd k): the exported pad is static
             total = self.kernel_size - 1
@@ -205,29 +204,24 @@ class SameDepthwiseConv(nn.Module):
         y = F.conv2d(h, w, stride=(1, self.stride), groups=w.shape[0])
         return y.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[2])
 
-    def _by_length(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Stride 2 over padded sequences of `lengths` valid steps (zeros after them): SAME pads
-        k//2 - 1 on the left of an even length and k//2 of an odd one, so output j is the
-        centred stride-1 conv at 2j + 1 or 2j."""
+    def _one_sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """Stride 2 over one sequence [1, n, C]: SAME pads k//2 - 1 on the left of an even n and
+        k//2 of an odd one, so output j is the centred stride-1 conv at 2j + 1 or 2j. Both phases
+        are read from [steps, 2C] rows with ceil(n / 2) steps counted from the data (TFLite gave
+        a stride-2 slice of an odd length one step too few; a gather exported to an op version
+        tflite-runtime 2.14 lacks; onnx2tf takes a 4-D tensor as an image)."""
+        if x.shape[0] != 1:
+            raise ValueError("the on-device stride-2 conv takes one sequence")
         k = self.kernel_size
         h = F.pad(x, (0, 0, k // 2, k // 2))[:, None].permute(0, 3, 1, 2)
-        z = F.conv2d(h, self.weight[:, :, None], groups=self.weight.shape[0]).permute(0, 2, 3, 1)[:, 0]  # [B, T, C]
-        # both phases of ceil(T / 2) steps, chosen per sequence (no gather: the one it exported
-        # to is an op version tflite-runtime 2.14 lacks)
-        if x.shape[0] == 1:
-            # one sequence (the on-device graph): the steps counted from the data and the phases
-            # read from [steps, 2] pairs (TFLite gave a stride-2 slice of an odd length one step
-            # too few)
-            steps = int(((lengths[0] + 1) // 2).item())
-            torch._check(steps >= 1)
-            torch._check(2 * steps <= z.shape[1] + 2)
-            c = z.shape[2]  # [steps, 2 C] rows (2-D: onnx2tf takes a 4-D tensor as an image)
-            pairs = torch.cat([z, z[:, :2] * 0], 1)[0].narrow(0, 0, 2 * steps).reshape(steps, 2 * c)
-            even, odd = pairs[None, :, :c], pairs[None, :, c:]
-        else:
-            even = z[:, 0::2]
-            odd = torch.cat([z, z[:, :1] * 0], 1)[:, 1::2]
-        return torch.where((lengths % 2 == 0)[:, None, None], odd, even)
+        z = F.conv2d(h, self.weight[:, :, None], groups=self.weight.shape[0]).permute(0, 2, 3, 1)[:, 0]  # [1, n, C]
+        n = torch.ones_like(z[0, :, 0]).sum().to(torch.int64)
+        steps = int(((n + 1) // 2).item())
+        torch._check(steps >= 1)
+        torch._check(2 * steps <= z.shape[1] + 2)
+        c = z.shape[2]
+        pairs = torch.cat([z, z[:, :2] * 0], 1)[0].narrow(0, 0, 2 * steps).reshape(steps, 2 * c)
+        return torch.where(n % 2 == 0, pairs[None, :, c:], pairs[None, :, :c])
 
 
 class ConvBlock(nn.Module):
@@ -247,7 +241,7 @@ class ConvBlock(nn.Module):
         h = F.silu(self.expand(self.pre_bn(x, mask)))
         if mask is not None:  # padded steps are zero where the conv reads them
             h = h * mask[..., None].to(h.dtype)
-        h = self.depthwise(h, mask)
+        h = self.depthwise(h)
         out_mask = mask[:, ::self.stride] if mask is not None else None
         h = self.project(self.eca(self.bn(h, out_mask), out_mask))
         if self.stride != 1:
@@ -372,19 +366,16 @@ class DecoderBlock(nn.Module):
         x = x + self.cross_attn.attend(self.bn2(x, token_mask), *memory_kv, cross)
         return x + self.fc2(F.silu(self.fc1(self.bn3(x, token_mask))))
 
-    def step(self, x: torch.Tensor, cache: list[torch.Tensor],
-             memory_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def step(self, x: torch.Tensor, cache: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One new position [B, 1, dim] against the cached keys and values of the earlier ones
-        and the encoder's (`cache` = [self k, self v, cross k, cross v]); no self-attention mask:
-        decoding runs on one sequence, as the 2nd place's decoder does; `memory_mask` [B, L]:
-        the encoder steps it may read (the on-device model's padded buffer), None: all."""
+        and the encoder's (`cache` = [self k, self v, cross k, cross v]); no mask: decoding runs
+        on one unpadded sequence, as the 2nd place's decoder does."""
         sk, sv, ck, cv = cache
         h = self.bn1(x)
         k, v = self.self_attn.keys(h)
         sk, sv = torch.cat([sk, k], 2), torch.cat([sv, v], 2)
         x = x + self.self_attn.attend(h, sk, sv)
-        cross = memory_mask[:, None, None, :] if memory_mask is not None else None
-        x = x + self.cross_attn.attend(self.bn2(x), ck, cv, cross)
+        x = x + self.cross_attn.attend(self.bn2(x), ck, cv)
         return x + self.fc2(F.silu(self.fc1(self.bn3(x)))), [sk, sv, ck, cv]
 
 
@@ -414,13 +405,13 @@ class AttentionDecoder(nn.Module):
         empty = memory.new_zeros(b, heads, 0, memory.shape[2] // heads)
         return [[empty, empty, *block.cross_attn.keys(memory)] for block in self.blocks]
 
-    def step(self, tokens: torch.Tensor, position: int, cache: list[list[torch.Tensor]],
-             memory_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+    def step(self, tokens: torch.Tensor, position: int,
+             cache: list[list[torch.Tensor]]) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
         """Token ids [B] at `position` -> logits [B, vocab] and the cache with this position in."""
         x = (self.token(tokens) + self.position.weight[position])[:, None]
         new = []
         for block, c in zip(self.blocks, cache):
-            x, c = block.step(x, c, memory_mask)
+            x, c = block.step(x, c)
             new.append(c)
         return self.classifier(x)[:, 0], new
 

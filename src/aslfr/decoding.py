@@ -66,12 +66,7 @@ def decode(models: list[CTCAttentionModel], features: torch.Tensor, decoding: st
     `models` together (their log-probabilities averaged per step); CTC: the collapsed ids;
     attention and joint: [SOS, y1, ..., (EOS)]; `max_tokens`: the searches' step cap (the
     decoder's 64 positions)."""
-    if decoding not in DECODINGS:
-        raise ValueError(f"decoding {decoding!r}: expected one of {', '.join(DECODINGS)}")
-    if not 0 <= ctc_weight <= 1:
-        raise ValueError(f"ctc_weight {ctc_weight}: expected a weight in [0, 1]")
-    if not models:
-        raise ValueError("decoding needs at least one model")
+    check_decoding(models, decoding, ctc_weight, max_tokens)
     vocab = models[0].net.vocab
     _, sos, eos = specials(vocab)
     if features.shape[0] == 0:  # nothing to decode: no frame had a landmark
@@ -86,6 +81,20 @@ def decode(models: list[CTCAttentionModel], features: torch.Tensor, decoding: st
         if decoding == "attention" or ctc_weight == 0:
             return _attention_greedy(encoded, sos, eos, steps, quirks)
         return _joint_greedy(encoded, sos, eos, steps, ctc_weight, quirks)
+
+
+def check_decoding(models: list[CTCAttentionModel], decoding: str, ctc_weight: float, max_tokens: int) -> None:
+    """The settings of a decoding of `models` together (the Python decoder's and the graph's)."""
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding {decoding!r}: expected one of {', '.join(DECODINGS)}")
+    if not 0 <= ctc_weight <= 1:
+        raise ValueError(f"ctc_weight {ctc_weight}: expected a weight in [0, 1]")
+    if not 1 <= max_tokens <= MAX_TOKENS:
+        raise ValueError(f"max_tokens {max_tokens}: expected 1 to {MAX_TOKENS} (the decoder's positions)")
+    if not models:
+        raise ValueError("decoding needs at least one model")
+    if any(m.net.vocab != models[0].net.vocab for m in models):
+        raise ValueError("the models' vocabularies differ: they cannot be averaged per step")
 
 
 def _best(score: torch.Tensor, sos: int, quirks: bool) -> int:
@@ -220,5 +229,5 @@ def _joint_greedy(encoded: list[_Encoded], sos: int, eos: int, steps: int, w: fl
     return ids
 
 
-__all__ = ["DECODINGS", "LOG_ZERO", "NEG", "ctc_greedy", "decode", "logaddexp", "logcumsumexp_blocked",
+__all__ = ["DECODINGS", "LOG_ZERO", "NEG", "check_decoding", "ctc_greedy", "decode", "logaddexp", "logcumsumexp_blocked",
            "logsumexp", "prefix_extend", "prefix_psi", "specials"]

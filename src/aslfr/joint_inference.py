@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from aslfr.ctc_attention import MAX_TOKENS, N_INPUTS, CTCAttentionModel, SameDepthwiseConv, preprocess_exportable
-from aslfr.decoding import DECODINGS, NEG, logcumsumexp_blocked, prefix_extend, prefix_psi, specials
+from aslfr.decoding import NEG, check_decoding, logcumsumexp_blocked, prefix_extend, prefix_psi, specials
 from aslfr.inference import compact_rows
 
 
@@ -35,23 +35,14 @@ class JointInferenceModule(nn.Module):
     def __init__(self, models: list[CTCAttentionModel], max_frames: int, decoding: str = "joint",
                  ctc_weight: float = 0.2, max_tokens: int = MAX_TOKENS) -> None:
         super().__init__()
-        if not 1 <= max_tokens <= MAX_TOKENS:
-            raise ValueError(f"max_tokens {max_tokens}: expected 1 to {MAX_TOKENS} (the decoder's positions)")
+        check_decoding(models, decoding, ctc_weight, max_tokens)
         self.max_tokens = max_tokens
-        if decoding not in DECODINGS:
-            raise ValueError(f"decoding {decoding!r}: expected one of {', '.join(DECODINGS)}")
-        if not 0 <= ctc_weight <= 1:
-            raise ValueError(f"ctc_weight {ctc_weight}: expected a weight in [0, 1]")
-        if not models:
-            raise ValueError("the on-device model needs at least one checkpoint")
         vocab = models[0].net.vocab
-        if any(m.net.vocab != vocab for m in models):
-            raise ValueError("the checkpoints' vocabularies differ: they cannot be averaged per step")
         # copies: the settings below are the graph's, the models passed in stay as they are
         self.models = nn.ModuleList(copy.deepcopy(m).eval() for m in models)
         for module in self.modules():
             if isinstance(module, SameDepthwiseConv):
-                module.pad_by_length = True
+                module.on_device = True
         for model in self.models:
             for block in model.encoder.blocks:
                 if hasattr(block, "eca"):
