@@ -342,6 +342,17 @@ class MultiHeadAttention(nn.Module):
         b, t = x.shape[0], x.shape[1]
         return self.out((attn @ v).transpose(1, 2).reshape(b, t, -1))
 
+    def attend_row(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """`attend` for one query row x [1, C] of one sequence against its key and value rows
+        k, v [N, C] (`keys` of [N, C] rows), 2-D all through: the heads are the columns of a
+        [C, H] indicator (the on-device decoder's form: onnx2tf re-lays tensors of more axes)."""
+        c = x.shape[1]
+        heads = (torch.arange(c, device=x.device)[:, None] // (c // self.heads)
+                 == torch.arange(self.heads, device=x.device)[None]).to(x.dtype)          # [C, H]
+        q = self.q(x).reshape(c, 1) * self.scale
+        attn = torch.softmax(k @ (q * heads), dim=0)                                      # [N, H]
+        return self.out(((attn @ heads.t()) * v).sum(0, keepdim=True))                   # [1, C]
+
 
 class DecoderBlock(nn.Module):
     def __init__(self, net: CTCAttentionNet) -> None:
@@ -366,16 +377,17 @@ class DecoderBlock(nn.Module):
         x = x + self.cross_attn.attend(self.bn2(x, token_mask), *memory_kv, cross)
         return x + self.fc2(F.silu(self.fc1(self.bn3(x, token_mask))))
 
-    def step(self, x: torch.Tensor, cache: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """One new position [B, 1, dim] against the cached keys and values of the earlier ones
-        and the encoder's (`cache` = [self k, self v, cross k, cross v]); no mask: decoding runs
-        on one unpadded sequence, as the 2nd place's decoder does."""
+    def step(self, x: torch.Tensor, cache: list) -> tuple[torch.Tensor, list]:
+        """One new position x [1, dim] of one sequence against the cached key and value rows of
+        the earlier ones and the encoder's (`cache` = [self k, self v, cross k, cross v], [N, dim]
+        each; the self-attention's None before the first position); no mask: decoding runs on
+        one unpadded sequence, as the 2nd place's decoder does."""
         sk, sv, ck, cv = cache
         h = self.bn1(x)
-        k, v = self.self_attn.keys(h)
-        sk, sv = torch.cat([sk, k], 2), torch.cat([sv, v], 2)
-        x = x + self.self_attn.attend(h, sk, sv)
-        x = x + self.cross_attn.attend(self.bn2(x), ck, cv)
+        k, v = self.self_attn.k(h), self.self_attn.v(h)
+        sk, sv = (k, v) if sk is None else (torch.cat([sk, k], 0), torch.cat([sv, v], 0))
+        x = x + self.self_attn.attend_row(h, sk, sv)
+        x = x + self.cross_attn.attend_row(self.bn2(x), ck, cv)
         return x + self.fc2(F.silu(self.fc1(self.bn3(x)))), [sk, sv, ck, cv]
 
 
@@ -398,22 +410,20 @@ class AttentionDecoder(nn.Module):
             x = block(x, token_mask, block.cross_attn.keys(memory), memory_mask)
         return self.classifier(dropout(x, self.rate, self.training))
 
-    def start(self, memory: torch.Tensor) -> list[list[torch.Tensor]]:
-        """The decoding cache of an encoder output [B, L, dim]: per block, empty self-attention
-        keys and values and the cross-attention's, computed once."""
-        b, heads = memory.shape[0], self.blocks[0].self_attn.heads
-        empty = memory.new_zeros(b, heads, 0, memory.shape[2] // heads)
-        return [[empty, empty, *block.cross_attn.keys(memory)] for block in self.blocks]
+    def start(self, memory: torch.Tensor) -> list[list]:
+        """The decoding cache of one sequence's encoder output [L, dim]: per block, no
+        self-attention keys yet and the cross-attention's key and value rows, computed once."""
+        return [[None, None, block.cross_attn.k(memory), block.cross_attn.v(memory)] for block in self.blocks]
 
-    def step(self, tokens: torch.Tensor, position: int,
-             cache: list[list[torch.Tensor]]) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
-        """Token ids [B] at `position` -> logits [B, vocab] and the cache with this position in."""
-        x = (self.token(tokens) + self.position.weight[position])[:, None]
+    def step(self, tokens: torch.Tensor, position: int, cache: list[list]) -> tuple[torch.Tensor, list[list]]:
+        """One sequence's token id [1] at `position` -> logits [1, vocab] and the cache with this
+        position in."""
+        x = self.token(tokens) + self.position.weight[position:position + 1]             # [1, dim]
         new = []
         for block, c in zip(self.blocks, cache):
             x, c = block.step(x, c)
             new.append(c)
-        return self.classifier(x)[:, 0], new
+        return self.classifier(x), new
 
 
 class CTCAttentionModel(nn.Module):

@@ -51,7 +51,7 @@ class _Encoded:
         self.model = model
         self.device = next(model.parameters()).device
         memory, _, _ = model.encode(features[None].to(self.device))
-        self.cache = model.decoder.start(memory)
+        self.cache = model.decoder.start(memory[0])
         # the search itself runs on the CPU: one token at a time, small vectors
         self.ctc = torch.log_softmax(model.ctc(memory)[0].float(), -1).cpu()  # [L, V]
 

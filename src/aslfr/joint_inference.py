@@ -108,13 +108,15 @@ class JointInferenceModule(nn.Module):
 
     def _greedy(self, encoded: list, length: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
         joint = self.decoding == "joint"
-        caches = [model.decoder.start(memory) for model, memory, _ in encoded]
+        caches = [model.decoder.start(memory[0]) for model, memory, _ in encoded]
         if joint:
             states = []
             for _, _, P in encoded:
                 A = torch.cumsum(P, 0)
                 states.append([P, A, torch.full_like(P[:, 0], NEG), A[:, 0]])
-        token = torch.full((1,), self.sos, dtype=torch.long, device=length.device)
+        # SOS written from the data: as a constant, the first step's embedding and everything
+        # that follows from it alone fold into constants, which onnx2tf cannot make a model output
+        token = (length * 0 + self.sos).reshape(1)
         running = found.reshape(1)
         out, kept = [], []
         for k in range(self.max_tokens):
