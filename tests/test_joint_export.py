@@ -19,7 +19,7 @@ import torch
 
 from aslfr.config import preset
 from aslfr.ctc_attention import preprocess, preprocess_exportable
-from aslfr.decoding import decode, logcumsumexp_blocked
+from aslfr.decoding import decode, logcumsumexp_scan
 from aslfr.joint_inference import JointInferenceModule
 from aslfr.joint_training import build_model
 
@@ -45,9 +45,10 @@ def _rows_ids(rows: np.ndarray, classes: int) -> list[int]:
     return [int(i) for i in rows.argmax(1) if i < classes - 1]
 
 
-def test_the_blocked_logcumsumexp_is_logcumsumexp() -> None:
-    x = torch.randn(53, 7, dtype=torch.float64) * 400  # thousands of nats apart
-    assert torch.allclose(logcumsumexp_blocked(x), torch.logcumsumexp(x, 0), rtol=0, atol=1e-9)
+def test_the_scanned_logcumsumexp_is_logcumsumexp() -> None:
+    for length, span in [(53, 53), (53, 64), (1, 1), (64, 64), (2, 160)]:
+        x = torch.randn(length, 7, dtype=torch.float64) * 400  # thousands of nats apart
+        assert torch.allclose(logcumsumexp_scan(x, span), torch.logcumsumexp(x, 0), rtol=0, atol=1e-9)
 
 
 def test_the_exportable_preprocessing_is_the_preprocessing() -> None:

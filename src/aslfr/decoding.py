@@ -131,29 +131,38 @@ def logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
     return (m + torch.log(torch.exp(x - m).sum(dim, keepdim=True))).squeeze(dim)
 
 
-def logcumsumexp_blocked(x: torch.Tensor, dim: int = 0, block: int = 16) -> torch.Tensor:
-    """torch.logcumsumexp along dim 0 of [L, V] from plain ops (the exporter's form shifts by one
-    global maximum, which underflows over the thousands of nats a prefix recursion spans):
-    exact logsumexps within blocks of `block` steps over a lower-triangular mask, then over the
-    blocks before each: O(L * block + (L / block)^2) per column, no loop."""
-    if dim != 0:
-        raise ValueError("logcumsumexp_blocked runs along dim 0")
-    length, v = x.shape
-    padded = (length + block - 1) // block * block
-    xb = torch.cat([x, x.new_full((padded - length, v), NEG)], 0).reshape(-1, block, v)   # [nb, block, V]
-    within = torch.ones(block, block, dtype=torch.bool, device=x.device).tril()
-    w = logsumexp(torch.where(within[None, :, :, None], xb[:, None], NEG), 2)              # [nb, block, V]
-    nb = torch.arange(xb.shape[0], device=x.device)
-    before = nb[None, :] < nb[:, None]                                                    # [nb, nb']
-    carry = logsumexp(torch.where(before[..., None], w[None, :, -1], NEG), 1)             # [nb, V]
-    return logaddexp(carry[:, None], w).reshape(-1, v)[:length]
+def frames(x: torch.Tensor) -> torch.Tensor:
+    """0..L-1 for the rows of x [L, ...], counted from the data (not from the exporter's symbolic
+    length, which TFLite computed one step short in places)."""
+    return torch.cumsum(torch.ones_like(x[:, 0] if x.dim() > 1 else x), 0).to(torch.int64) - 1
+
+
+def previous(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Row t - 1 of x at each row t (row 0 repeats itself): a gather, not a slice of the dynamic
+    length, which TFLite reshaped one row long."""
+    return x.index_select(0, torch.clamp(t - 1, min=0))
+
+
+def logcumsumexp_scan(x: torch.Tensor, span: int) -> torch.Tensor:
+    """torch.logcumsumexp along dim 0 of x [L, V], L <= span, from plain 2-D ops: ceil(log2(span))
+    doubling steps (Hillis-Steele), each a stable `logaddexp` of the rows and the rows 2^i
+    before them. The exporter's own form shifts by one global maximum, which underflows over the
+    thousands of nats a prefix recursion spans; this one is exact to rounding."""
+    t = frames(x)
+    step = 1
+    while step < span:
+        before = x.index_select(0, torch.clamp(t - step, min=0))
+        x = torch.where((t >= step)[:, None], logaddexp(x, before), x)
+        step *= 2
+    return x
 
 
 def prefix_extend(P: torch.Tensor, A: torch.Tensor, rn: torch.Tensor, rb: torch.Tensor, last: torch.Tensor,
                   first: bool, lcse=torch.logcumsumexp, drop_frame: int | None = None):
     """One step of CTC prefix scoring (Watanabe et al.) for every one-token extension c of a
     prefix g, as full-length state arrays over frames t = 0..L-1; the one implementation behind
-    the Python decoder (float64) and the on-device graph (float32, `logcumsumexp_blocked`).
+    the Python decoder (float64, torch.logcumsumexp) and the on-device graph (float32,
+    `logcumsumexp_scan`), 2-D all through.
 
     P: frame log-probabilities [L, V] (blank 0), A = cumsum(P, 0); rn, rb [L]: g's states (its
     probability up to t ending in a non-blank, in a blank); last [V] bool: g's last token (all
@@ -164,22 +173,24 @@ def prefix_extend(P: torch.Tensor, A: torch.Tensor, rn: torch.Tensor, rb: torch.
     S[0] = r_n[0] - A[0], S[j] = phi[j-1] - A[j-1] (and likewise r_b).
     `drop_frame`: phi at that frame left out (the 2nd place's shrinking arrays).
 
-    Returns (terms [L, V], whose logsumexp over t is psi(g + c); R [L] = g's total up to t;
-    the extensions' states rn', rb' [L, V])."""
+    Returns (terms [L, V], whose logsumexp over t is psi(g + c); g's total [1], R at the last
+    frame; the extensions' states rn', rb' [L, V])."""
+    t = frames(P)
+    row0 = (t == 0)[:, None]
     B = A[:, :1]
     R = logaddexp(rn, rb)                                                               # [L]
     phi = torch.where(last[None, :], rb[:, None], R[:, None])                          # [L, V]
     if drop_frame is not None:
-        phi = torch.cat([phi[:drop_frame], torch.full_like(phi[:1], NEG), phi[drop_frame + 1:]], 0)
-    start = P[:1] - A[:1] if first else torch.full_like(P[:1], NEG)
-    rn2 = A + lcse(torch.cat([start, phi[:-1] - A[:-1]], 0), 0)
-    rb2 = B + lcse(torch.cat([torch.full_like(P[:1], NEG), rn2[:-1] - B[:-1]], 0), 0)
-    terms = torch.cat([rn2[:1], phi[:-1] + P[1:]], 0)
-    return terms, R, rn2, rb2
+        phi = torch.where((t == drop_frame)[:, None], NEG, phi)
+    # S[0] = r_n[0] - A[0]: P[0, c] - P[0, c] = 0 for SOS alone (its first token at frame 0), else log 0
+    rn2 = A + lcse(torch.where(row0, 0.0 if first else NEG, previous(phi - A, t)), 0)
+    rb2 = B + lcse(torch.where(row0, NEG, previous(rn2 - B, t)), 0)
+    terms = torch.where(row0, rn2, previous(phi, t) + P)
+    return terms, R.index_select(0, t.amax(0, keepdim=True)), rn2, rb2
 
 
 def prefix_psi(terms: torch.Tensor, total: torch.Tensor, eos: int) -> torch.Tensor:
-    """psi [V] from `prefix_extend`'s terms: EOS scores g itself (`total`: R at the last frame),
+    """psi [V] from `prefix_extend`'s terms: EOS scores g itself (`total` [1]: R at the last frame),
     pad/blank is never an extension; clamped at float32's lowest, the 2nd place's log 0."""
     psi = logsumexp(terms, 0)
     ids = torch.arange(psi.shape[0], device=psi.device)
@@ -204,9 +215,9 @@ class _PrefixScorer:
         if last is not None:
             last_mask[last] = True
         # quirks: its arrays start at t = k, so phi[k - 1] is gone
-        terms, R, rn, rb = prefix_extend(self.P, self.A, self.rn, self.rb, last_mask, k == 0,
-                                         drop_frame=k - 1 if quirks and k >= 1 else None)
-        return prefix_psi(terms, R[-1], eos), rn, rb
+        terms, total, rn, rb = prefix_extend(self.P, self.A, self.rn, self.rb, last_mask, k == 0,
+                                             drop_frame=k - 1 if quirks and k >= 1 else None)
+        return prefix_psi(terms, total, eos), rn, rb
 
     def advance(self, rn: torch.Tensor, rb: torch.Tensor, token: int) -> None:
         self.rn, self.rb = rn[:, token].clone(), rb[:, token].clone()
@@ -229,5 +240,5 @@ def _joint_greedy(encoded: list[_Encoded], sos: int, eos: int, steps: int, w: fl
     return ids
 
 
-__all__ = ["DECODINGS", "LOG_ZERO", "NEG", "check_decoding", "ctc_greedy", "decode", "logaddexp", "logcumsumexp_blocked",
-           "logsumexp", "prefix_extend", "prefix_psi", "specials"]
+__all__ = ["DECODINGS", "LOG_ZERO", "NEG", "check_decoding", "ctc_greedy", "decode", "frames", "logaddexp", "logcumsumexp_scan",
+           "logsumexp", "prefix_extend", "prefix_psi", "previous", "specials"]

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from aslfr.ctc_attention import MAX_TOKENS, N_INPUTS, CTCAttentionModel, SameDepthwiseConv, preprocess_exportable
-from aslfr.decoding import NEG, check_decoding, logcumsumexp_blocked, prefix_extend, prefix_psi, specials
+from aslfr.decoding import NEG, check_decoding, logcumsumexp_scan, prefix_extend, prefix_psi, specials
 from aslfr.inference import compact_rows
 
 
@@ -110,6 +110,9 @@ class JointInferenceModule(nn.Module):
         joint = self.decoding == "joint"
         caches = [model.decoder.start(memory[0]) for model, memory, _ in encoded]
         if joint:
+            # the encoder's L <= ceil(max_frames / 2) frames bound the scan's doubling steps
+            span = (self.max_frames + 1) // 2
+            lcse = lambda x, dim: logcumsumexp_scan(x, span)  # noqa: E731 (dim 0, as prefix_extend calls it)
             states = []
             for _, _, P in encoded:
                 A = torch.cumsum(P, 0)
@@ -130,8 +133,8 @@ class JointInferenceModule(nn.Module):
                 last = (torch.arange(score.shape[0], device=score.device) == token) & (k > 0)
                 psis, extended = [], []
                 for P, A, rn, rb in states:
-                    terms, R, rn2, rb2 = prefix_extend(P, A, rn, rb, last, k == 0, lcse=logcumsumexp_blocked)
-                    psis.append(prefix_psi(terms, R[-1], self.eos))
+                    terms, total, rn2, rb2 = prefix_extend(P, A, rn, rb, last, k == 0, lcse=lcse)
+                    psis.append(prefix_psi(terms, total, self.eos))
                     extended.append((rn2, rb2))
                 score = (1 - self.ctc_weight) * score + self.ctc_weight * torch.stack(psis).mean(0)
             token = self._best(score)
