@@ -135,11 +135,6 @@ EXPORT_FILES = ("model.onnx", *(f"model_{v}.tflite" for v in TFLITE_VARIANTS), "
 WEB_DIR = "web"
 
 
-#: the 2nd place's attention and joint decoders have no TFLite yet (its CTC decoding has:
-#: measured identical to onnxruntime in ai-edge-litert and tflite-runtime 2.14.0)
-TFLITE_NOT_BUILT = ("onnx2tf fails on the unrolled attention decoder (a decoder weight comes out as a constant "
-                    "model output); --decoding ctc has TFLite, model.onnx and web/ run this decoding")
-
 #: the seed's on-device model resizes longer inputs to this many frames unless told otherwise
 SEED_EXPORT_FRAMES = 320
 
@@ -210,10 +205,7 @@ def export(checkpoint: str | Path | list, out: str | Path, max_frames: int | Non
                 log(f"wrote {out / WEB_DIR}/ (the browser's page and model: aslfr serve {out / WEB_DIR})")
             else:
                 log(f"warning: {out / WEB_DIR}/ not written: {site.INSTALL_HINT}")
-        if tflite and info.get("decoding", "ctc") != "ctc":
-            log(f"warning: no TFLite written: {TFLITE_NOT_BUILT}")
-            result["tflite"] = TFLITE_NOT_BUILT
-        elif tflite:
+        if tflite:
             t0 = time.time()
             variants = convert_tflite(stage / "model.onnx", stage)
             log(f"wrote TFLite {', '.join(TFLITE_VARIANTS)} in {time.time() - t0:.1f} s")
