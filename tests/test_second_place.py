@@ -221,7 +221,7 @@ def test_the_exact_prefix_score_is_the_sum_over_alignments(prefix: list[int]) ->
 
 JOINT_TINY = ["dim=32", "heads=2", "expand=2", "layers=CTDCT", "kernel_sizes=5", "max_len=96", "batch_size=8",
               "epochs=2", "eval_every=2", "checkpoint_every=1", "workers=0", "warmup_epochs=1", "bf16=false",
-              "awp_start_epoch=1", "val_fraction=0.2"]
+              "awp_start_epoch=1", "val_fraction=0.2", "augment=true"]
 
 
 @pytest.fixture(scope="module")

@@ -146,13 +146,14 @@ def previous(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def logcumsumexp_scan(x: torch.Tensor, span: int) -> torch.Tensor:
     """torch.logcumsumexp along dim 0 of x [L, V], L <= span, from plain 2-D ops: ceil(log2(span))
     doubling steps (Hillis-Steele), each a stable `logaddexp` of the rows and the rows 2^i
-    before them. The exporter's own form shifts by one global maximum, which underflows over the
+    before them, read by one gather from below a block of log-0 rows (logaddexp(a, NEG) is a,
+    exactly). The exporter's own form shifts by one global maximum, which underflows over the
     thousands of nats a prefix recursion spans; this one is exact to rounding."""
     t = frames(x)
+    head = x.new_full((span, x.shape[1]), NEG)
     step = 1
     while step < span:
-        before = x.index_select(0, torch.clamp(t - step, min=0))
-        x = torch.where((t >= step)[:, None], logaddexp(x, before), x)
+        x = logaddexp(x, torch.cat([head, x], 0).index_select(0, t + (span - step)))
         step *= 2
     return x
 

@@ -56,7 +56,7 @@ def export_onnx(module: torch.nn.Module, path: Path, width: int = N_COLUMNS, cha
 
     example = torch.randn(32, width)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-            warnings.catch_warnings():  # the exporter's chatter
+            warnings.catch_warnings(), _without_rewrites("SlicesSplit"):  # the exporter's chatter
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module, (example,), dynamo=True, external_data=False, opset_version=18, optimize=optimize,
                                     input_names=["inputs"], output_names=["outputs"], verbose=False,
@@ -72,6 +72,29 @@ def export_onnx(module: torch.nn.Module, path: Path, width: int = N_COLUMNS, cha
             entry.key, entry.value = CHARMAP_KEY, json.dumps(charmap.to_mapping(), ensure_ascii=False)
         onnx.save(model, str(tmp))
     atomic_write(path, write)
+
+
+@contextlib.contextmanager
+def _without_rewrites(*names: str):
+    """The exporter's optimizer without the named rewrite rules. SlicesSplit (two Slices of one
+    tensor -> one Split) is the one rule that matches several output nodes, which its matcher
+    does by pairing every node with every other: quadratic in the graph, it took most of an
+    export of the unrolled joint decoder (over 20 minutes for 64 steps), and nothing here
+    needs it."""
+    try:
+        from onnxscript import rewriter
+    except ImportError:  # another exporter: nothing to leave out
+        yield
+        return
+    rules = getattr(rewriter, "_DEFAULT_REWRITE_RULES", None)
+    if rules is None:
+        yield
+        return
+    rewriter._DEFAULT_REWRITE_RULES = type(rules)(r for r in rules if getattr(r, "name", None) not in names)
+    try:
+        yield
+    finally:
+        rewriter._DEFAULT_REWRITE_RULES = rules
 
 
 def _unpin_gru_outputs(model) -> None:
