@@ -56,6 +56,8 @@ class Config:
     lookahead_steps: int = 5
     lookahead_alpha: float = 0.5
     seed: int = 42
+    split_seed: int = -1              # the participant split's and folds' seed; -1: `seed` (runs of
+                                      # an ensemble share a split by giving one split_seed)
     eval_every: int = 50              # epochs between validation runs
     checkpoint_every: int = 50        # epochs between checkpoints
     # --- the network family: "seed" (SEED-SPEC 6) or "ctc-attention" (SECOND-PLACE-SPEC 3) ---
@@ -107,7 +109,8 @@ class Config:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"--set {f.name}={value}: expected a finite number")
-        ranges = {"seed": (0, 2**63 - 1, "a whole number >= 0"), "val_fraction": (0.0, 1.0, "a share in (0, 1)"),
+        ranges = {"seed": (0, 2**63 - 1, "a whole number >= 0"), "split_seed": (-1, 2**63 - 1, "-1 or a whole number >= 0"),
+                  "val_fraction": (0.0, 1.0, "a share in (0, 1)"),
                   "min_score": (-math.inf, 1.0, "a score <= 1"), "radam_threshold": (0.0, math.inf, "a number >= 0"),
                   "late_dropout_start_epoch": (0, math.inf, "an epoch >= 0"), "folds": (0, math.inf, "0, 1 or more"),
                   "fold": (0, math.inf, "a fold >= 0")}

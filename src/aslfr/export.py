@@ -67,6 +67,7 @@ def export_onnx(module: torch.nn.Module, path: Path, width: int = N_COLUMNS, cha
 
         model = onnx.load(str(tmp))
         _unpin_gru_outputs(model)
+        _fold_weight_unsqueezes(model)
         if charmap is not None:
             entry = model.metadata_props.add()
             entry.key, entry.value = CHARMAP_KEY, json.dumps(charmap.to_mapping(), ensure_ascii=False)
@@ -95,6 +96,33 @@ def _without_rewrites(*names: str):
         yield
     finally:
         rewriter._DEFAULT_REWRITE_RULES = rules
+
+
+def _fold_weight_unsqueezes(model) -> None:
+    """Unsqueezes of initializers (the depthwise convs' [C, 1, k] weights made [C, 1, 1, k]) become
+    initializers themselves (in place). The exporter's optimizer leaves them to run; onnx2tf
+    folds them only when its simplifier succeeds, and on the full 2nd-place network's attention
+    and joint graphs the simplifier fails (a broadcast in its own trial run), after which its
+    Conv could not lay out a weight that is not a constant."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    kept = []
+    for node in model.graph.node:
+        if node.op_type == "Unsqueeze" and len(node.input) == 2 and all(i in inits for i in node.input):
+            value = numpy_helper.to_array(inits[node.input[0]])
+            axes = tuple(int(a) % (value.ndim + len(numpy_helper.to_array(inits[node.input[1]])))
+                         for a in numpy_helper.to_array(inits[node.input[1]]))
+            model.graph.initializer.append(numpy_helper.from_array(np.expand_dims(value, axes), node.output[0]))
+        else:
+            kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
+    unused = [i for i in model.graph.initializer if i.name not in used]
+    for init in unused:  # the weights now folded, not kept twice
+        model.graph.initializer.remove(init)
 
 
 def _unpin_gru_outputs(model) -> None:

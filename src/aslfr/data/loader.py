@@ -44,13 +44,17 @@ def validation_mask(ds: ShardDataset, cfg: Config) -> np.ndarray:
         if not 0 <= cfg.fold < cfg.folds:
             raise ValueError(f"fold={cfg.fold}: expected 0 to {cfg.folds - 1}")
         # every sample of the fold's participants, supplemental too: no fold model sees them
-        return np.isin(ds.meta[key], participant_folds(groups, cfg.folds, cfg.seed)[cfg.fold])
+        return np.isin(ds.meta[key], participant_folds(groups, cfg.folds, _split_seed(cfg))[cfg.fold])
     else:
         if len(groups) < 2:
             raise ValueError(f"cannot hold out validation data: only {len(groups)} {key} in the data")
         n_val = max(1, int(cfg.val_fraction * len(groups)))
-        chosen = groups[:n_val] if cfg.split == "file" else np.random.default_rng(cfg.seed).permutation(groups)[:n_val]
+        chosen = groups[:n_val] if cfg.split == "file" else np.random.default_rng(_split_seed(cfg)).permutation(groups)[:n_val]
     return np.isin(ds.meta[key], chosen) & (ds.meta["source"] == "train")
+
+
+def _split_seed(cfg: "Config") -> int:
+    return cfg.seed if cfg.split_seed < 0 else cfg.split_seed
 
 
 def participant_folds(participants: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
