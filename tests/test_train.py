@@ -57,6 +57,23 @@ def test_seed_split_holds_out_the_first_files(prepared_dir: Path) -> None:
     assert len(held) == 2 and not np.isin(ds.meta["participant_id"][~by_person], held).any()
 
 
+def test_split_seed_lets_runs_of_other_seeds_share_a_split(prepared_dir: Path) -> None:
+    """An ensemble's runs hold out the same participants with one split_seed (the seed alone
+    also draws the split, so two seeds differ), and folds follow it too."""
+    ds = ShardDataset(prepared_dir)
+    by = ["split=participant", "val_fraction=0.25"]
+    masks = {s: validation_mask(ds, preset("seed-base").override(by + [f"seed={s}"])) for s in range(4)}
+    assert any(not np.array_equal(masks[0], masks[s]) for s in range(1, 4))
+    for s in range(1, 4):
+        shared = validation_mask(ds, preset("seed-base").override(by + [f"seed={s}", "split_seed=0"]))
+        assert np.array_equal(shared, masks[0])
+    folds = ["split=participant", "folds=4", "fold=1"]
+    assert np.array_equal(validation_mask(ds, preset("seed-base").override(folds + ["seed=7", "split_seed=3"])),
+                          validation_mask(ds, preset("seed-base").override(folds + ["seed=3"])))
+    with pytest.raises(ValueError, match="split_seed"):
+        preset("seed-base").override(["split_seed=-2"]).check()
+
+
 def test_length_filter_drops_samples_without_enough_hand_frames(prepared_dir: Path) -> None:
     ds = ShardDataset(prepared_dir)
     split = select_samples(ds, preset("seed-base"), None)
