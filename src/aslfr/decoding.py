@@ -143,14 +143,17 @@ def previous(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return x.index_select(0, torch.clamp(t - 1, min=0))
 
 
-def logcumsumexp_scan(x: torch.Tensor, span: int) -> torch.Tensor:
+def logcumsumexp_scan(x: torch.Tensor, span: int, head: torch.Tensor | None = None) -> torch.Tensor:
     """torch.logcumsumexp along dim 0 of x [L, V], L <= span, from plain 2-D ops: ceil(log2(span))
     doubling steps (Hillis-Steele), each a stable `logaddexp` of the rows and the rows 2^i
     before them, read by one gather from below a block of log-0 rows (logaddexp(a, NEG) is a,
-    exactly). The exporter's own form shifts by one global maximum, which underflows over the
-    thousands of nats a prefix recursion spans; this one is exact to rounding."""
+    exactly; `head`: that block, [span, V] of NEG, when the caller holds one, as the on-device
+    graph does so that its many scans share one constant). The exporter's own form shifts by
+    one global maximum, which underflows over the thousands of nats a prefix recursion spans;
+    this one is exact to rounding."""
     t = frames(x)
-    head = x.new_full((span, x.shape[1]), NEG)
+    if head is None:
+        head = x.new_full((span, x.shape[1]), NEG)
     step = 1
     while step < span:
         x = logaddexp(x, torch.cat([head, x], 0).index_select(0, t + (span - step)))
