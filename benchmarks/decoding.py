@@ -5,7 +5,8 @@ alone and for all of them averaged per step (the 2nd place's ensemble).
     .venv/bin/python benchmarks/decoding.py --data PREPARED CKPT [CKPT ...] [--ctc-weight 0.2] [--limit N]
 
 The held-out samples are those in every checkpoint's validation split (each run's settings:
-split, seed, val_fraction; the splits differ where the seeds do), each decoded alone in float32 on one thread, as an on-device model would run.
+split, seed or split_seed, val_fraction; the splits differ where the seeds do), each decoded
+alone in float32 on one thread, as an on-device model would run.
 Prints the CPU's flags with the times.
 """
 
@@ -43,11 +44,12 @@ def main() -> None:
     val = select_samples(samples.ds, cfg, None)["val"]
     for _, other, _ in loaded[1:]:
         val = val[np.isin(val, select_samples(samples.ds, other, None)["val"])]
+    if not len(val):
+        raise SystemExit("no sample is held out from every checkpoint: their validation splits do not overlap "
+                         "(train the runs with one --set split_seed)")
     val = val[: a.limit]
     targets = [samples.ds.phrases[i] for i in val]
     feats = [samples[(0, int(i))]["features"] for i in val]
-    if not len(val):
-        raise SystemExit("no sample is held out from every checkpoint: their validation splits do not overlap")
     print(f"{describe_cpu()}; 1 thread, float32; {len(val)} sequences of {a.data} held out from every checkpoint")
     groups = [([m], c.name if c.name != "last.pt" else str(c.parent.parent.name)) for m, c in zip(models, a.checkpoints)]
     if len(models) > 1:

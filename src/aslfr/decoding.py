@@ -133,8 +133,10 @@ def logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 def frames(x: torch.Tensor) -> torch.Tensor:
     """0..L-1 for the rows of x [L, ...], counted from the data (not from the exporter's symbolic
-    length, which TFLite computed one step short in places)."""
-    return torch.cumsum(torch.ones_like(x[:, 0] if x.dim() > 1 else x), 0).to(torch.int64) - 1
+    length, which TFLite computed one step short in places); summed in float32 whatever x holds
+    (exact to 2^24 rows), the cumulative sum TFLite runs."""
+    rows = x.reshape(x.shape[0], -1)[:, 0]
+    return torch.cumsum(torch.ones_like(rows, dtype=torch.float32), 0).to(torch.int64) - 1
 
 
 def previous(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -244,5 +246,5 @@ def _joint_greedy(encoded: list[_Encoded], sos: int, eos: int, steps: int, w: fl
     return ids
 
 
-__all__ = ["DECODINGS", "LOG_ZERO", "NEG", "check_decoding", "ctc_greedy", "decode", "frames", "logaddexp", "logcumsumexp_scan",
-           "logsumexp", "prefix_extend", "prefix_psi", "previous", "specials"]
+__all__ = ["DECODINGS", "LOG_ZERO", "NEG", "check_decoding", "ctc_greedy", "decode", "frames", "logaddexp",
+           "logcumsumexp_scan", "logsumexp", "prefix_extend", "prefix_psi", "previous", "specials"]

@@ -112,9 +112,10 @@ def _fold_weight_unsqueezes(model) -> None:
     for node in model.graph.node:
         if node.op_type == "Unsqueeze" and len(node.input) == 2 and all(i in inits for i in node.input):
             value = numpy_helper.to_array(inits[node.input[0]])
-            axes = tuple(int(a) % (value.ndim + len(numpy_helper.to_array(inits[node.input[1]])))
-                         for a in numpy_helper.to_array(inits[node.input[1]]))
-            model.graph.initializer.append(numpy_helper.from_array(np.expand_dims(value, axes), node.output[0]))
+            axes = numpy_helper.to_array(inits[node.input[1]]).reshape(-1)
+            rank = value.ndim + len(axes)
+            folded = np.expand_dims(value, tuple(int(a) % rank for a in axes))
+            model.graph.initializer.append(numpy_helper.from_array(folded, node.output[0]))
         else:
             kept.append(node)
     del model.graph.node[:]

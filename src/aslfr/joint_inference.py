@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from aslfr.ctc_attention import MAX_TOKENS, N_INPUTS, CTCAttentionModel, SameDepthwiseConv, preprocess_exportable
-from aslfr.decoding import NEG, check_decoding, logcumsumexp_scan, prefix_extend, prefix_psi, specials
+from aslfr.decoding import NEG, check_decoding, frames, logcumsumexp_scan, prefix_extend, prefix_psi, previous, specials
 from aslfr.inference import compact_rows
 
 
@@ -77,9 +77,9 @@ class JointInferenceModule(nn.Module):
         return self._greedy(encoded, length, found)
 
     @staticmethod
-    def _ctc_logp(model: CTCAttentionModel, memory: torch.Tensor, frames: int) -> torch.Tensor:
+    def _ctc_logp(model: CTCAttentionModel, memory: torch.Tensor, padded: int) -> torch.Tensor:
         """The CTC head's log-probabilities [Lb, V]. Its GRU runs over the memory padded with
-        zero steps to `frames`, the input's T + 1: over a length the exporter derives by
+        zero steps to `padded`, the input's T + 1: over a length the exporter derives by
         halving or capping T (ceil(min(T + 1, max_frames) / 2)) it decomposes the GRU into a
         Python loop and fails, over T + 1 it keeps one ONNX GRU, which becomes one TFLite WHILE.
         Being unidirectional, the steps after Lb change nothing before them; they cost T + 1 - Lb
@@ -87,18 +87,17 @@ class JointInferenceModule(nn.Module):
         # gathers sized from the tensors themselves, not from the exporter's symbolic length
         # (which TFLite computed one step short for an odd n): the GRU's input repeats the last
         # step after L, and its first L outputs are read back
-        steps = torch.cumsum(torch.ones_like(memory[0, :, 0]), 0).to(torch.int64) - 1      # 0..L-1
-        spread = torch.minimum(torch.arange(frames, device=memory.device), steps.max())      # [frames]
+        steps = frames(memory[0])                                                            # 0..L-1
+        spread = torch.minimum(torch.arange(padded, device=memory.device), steps.max())      # [padded]
         head = model.ctc
         # batch 1: time-major by a reshape, which onnx2tf keeps (a transpose it dropped)
-        out = head.gru.rnn(memory[0].index_select(0, spread).reshape(frames, 1, -1))[0].reshape(frames, -1)
+        out = head.gru.rnn(memory[0].index_select(0, spread).reshape(padded, 1, -1))[0].reshape(padded, -1)
         return torch.log_softmax(head.out(head.hidden(out.index_select(0, steps))), -1)
 
     def _ctc(self, logp: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
         best = logp.argmax(-1)                                                  # [Lb]
-        t = torch.arange(best.shape[0], device=best.device)
-        prev = best.index_select(0, torch.clamp(t - 1, min=0))
-        keep = ((t == 0) | (best != prev)) & self._is_char(best) & found
+        t = frames(best)
+        keep = ((t == 0) | (best != previous(best, t))) & self._is_char(best) & found
         return compact_rows(best - 1, keep, self.classes)
 
     def _is_char(self, ids: torch.Tensor) -> torch.Tensor:
@@ -113,10 +112,9 @@ class JointInferenceModule(nn.Module):
         joint = self.decoding == "joint"
         caches = [model.decoder.start(memory[0]) for model, memory, _ in encoded]
         if joint:
-            # the encoder's L <= ceil(max_frames / 2) frames bound the scan's doubling steps
-            span = (self.max_frames + 1) // 2
+            # the head's ceil(max_frames / 2) rows bound the encoder's L, and so the scan's steps
             head = self.scan_head
-            lcse = lambda x, dim: logcumsumexp_scan(x, span, head)  # noqa: E731 (dim 0, as prefix_extend calls it)
+            lcse = lambda x, dim: logcumsumexp_scan(x, head.shape[0], head)  # noqa: E731 (dim 0 only)
             states = []
             for _, _, P in encoded:
                 A = torch.cumsum(P, 0)
